@@ -1,0 +1,61 @@
+"""`classicnets` command line: a thin shell over the Python API.
+
+Each area registers its subcommands from its own module (models, data, train, evaluate, bench,
+reproduce), so one file never grows into a tangle. Errors the user can fix arrive as
+`ClassicNetsError` and are printed as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from classicnets.errors import ClassicNetsError
+
+# Modules under classicnets.cli that each define `register(subparsers)`.
+_COMMAND_MODULES = ["models", "data", "train", "evaluate", "bench", "reproduce"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line (its default) but names the fix: see --help."""
+
+    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="classicnets",
+        description="The classic convolutional networks: build, inspect, train, evaluate.",
+    )
+    from classicnets import __version__
+
+    parser.add_argument("--version", action="version", version=f"classicnets {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"classicnets.cli.{name}")
+        except ModuleNotFoundError as e:  # an area not built yet must not break the others
+            if e.name == f"classicnets.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except ClassicNetsError as e:
+        print(f"classicnets: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("classicnets: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
