@@ -1,0 +1,100 @@
+"""The model zoo: every net of the VGG, AlexNet, NiN, GoogLeNet and LeNet papers, one registry.
+
+    >>> from classicnets.models import create_model, vgg11
+    >>> net = vgg11(num_classes=10, in_channels=1, width=0.25)      # the tutorials' VGG-11
+    >>> net = create_model("googlenet", aux_logits=True)
+
+Every net has num_classes, in_channels, input_size, min_input_size, forward_features and forward_head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from classicnets.errors import ClassicNetsError
+from classicnets.models.alexnet import alexnet, alexnet_d2l, alexnet_paper
+from classicnets.models.googlenet import googlenet, googlenet_bn
+from classicnets.models.layers import AuxOutputs, ClassicNet
+from classicnets.models.lenet import lenet
+from classicnets.models.nin import nin
+from classicnets.models.registry import create_model, list_models, model_info
+from classicnets.models.vgg import (
+    vgg11,
+    vgg11_bn,
+    vgg11_lrn,
+    vgg11_lrn_bn,
+    vgg13,
+    vgg13_bn,
+    vgg16,
+    vgg16_bn,
+    vgg16_c,
+    vgg16_c_bn,
+    vgg19,
+    vgg19_bn,
+)
+
+# Prefixes that wrappers add to every key: DistributedDataParallel and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load a state_dict strictly; on any mismatch raise ClassicNetsError naming the first bad key.
+
+    Keys saved from a DDP- or torch.compile-wrapped model ("module." / "_orig_mod." prefixes) are
+    unwrapped first. Returns the model.
+    """
+    state = dict(state_dict)
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    name = getattr(model, "name", type(model).__name__)
+    fix = "build the model with the options it was trained with (num_classes, in_channels, width, input_size)"
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            hint = "build it with aux_logits=False" if key.startswith("aux") else fix
+            raise ClassicNetsError(f"the weights lack {key!r}, which {name} has: {hint}")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise ClassicNetsError(
+                f"the weights' {key!r} has shape {tuple(state[key].shape)} but {name}'s has "
+                f"{tuple(tensor.shape)}: {fix}"
+            )
+    for key in state:
+        if key not in expected:
+            hint = "build it with aux_logits=True" if key.startswith("aux") else fix
+            raise ClassicNetsError(f"the weights have {key!r}, which {name} lacks: {hint}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+__all__ = [
+    "AuxOutputs",
+    "ClassicNet",
+    "ClassicNetsError",
+    "alexnet",
+    "alexnet_d2l",
+    "alexnet_paper",
+    "create_model",
+    "googlenet",
+    "googlenet_bn",
+    "lenet",
+    "list_models",
+    "load_weights",
+    "model_info",
+    "nin",
+    "vgg11",
+    "vgg11_bn",
+    "vgg11_lrn",
+    "vgg11_lrn_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg16_c",
+    "vgg16_c_bn",
+    "vgg19",
+    "vgg19_bn",
+]

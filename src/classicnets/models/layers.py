@@ -1,0 +1,291 @@
+"""The pieces every net shares: the base class, layer lists from table tokens, heads, size arithmetic.
+
+Each model file (vgg, alexnet, nin, googlenet, lenet) is a table plus a few lines that call these; a fix
+here (say, to the input-size check) reaches every net at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import namedtuple
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from classicnets.errors import ClassicNetsError
+
+AuxOutputs = namedtuple("AuxOutputs", ["logits", "aux"])
+AuxOutputs.__doc__ = """Training-mode output of a net with auxiliary classifiers (GoogLeNet with aux_logits=True).
+
+`logits` is the main head's output, `aux` a tuple of the auxiliary heads' logits (earliest first). The
+training loss is CE(logits) + model.aux_weight * sum(CE(a) for a in aux); in eval mode the net returns
+plain logits."""
+
+
+# --- Table tokens ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Conv:
+    """A conv layer in a table: `channels` filters of `kernel`x`kernel`; padding None keeps the size."""
+
+    channels: int
+    kernel: int = 3
+    stride: int = 1
+    padding: int | None = None
+
+    @property
+    def pad(self) -> int:
+        return self.kernel // 2 if self.padding is None else self.padding
+
+
+POOL = "M"  # the table's pooling layer (each net says which: VGG 2x2/2 max, AlexNet 3x3/2 max, LeNet avg)
+LRN = "LRN"  # local response normalisation, AlexNet's constants
+
+
+def local_response_norm() -> nn.LocalResponseNorm:
+    """AlexNet's LRN (Krizhevsky et al. 2012, sec. 3.3): n=5, alpha=1e-4, beta=0.75, k=2.
+
+    The paper divides by (k + alpha * sum a^2)^beta; torch's LocalResponseNorm uses alpha/n instead of
+    alpha, so we pass alpha * n to get the paper's formula exactly.
+    """
+    size, alpha = 5, 1e-4
+    return nn.LocalResponseNorm(size=size, alpha=alpha * size, beta=0.75, k=2.0)
+
+
+def make_layers(
+    tokens: Iterable[int | Conv | str],
+    in_channels: int,
+    width: float = 1.0,
+    *,
+    batch_norm: bool = False,
+    pool: Callable[[], nn.Module] = lambda: nn.MaxPool2d(kernel_size=2, stride=2),
+    activation: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True),
+) -> tuple[nn.Sequential, list[tuple[int, int | None]]]:
+    """Turn a table row into one flat Sequential, torchvision's layout: conv, [bn], relu, ...
+
+    Tokens: an int n is a 3x3 conv with n filters (the VGG table's shorthand), `Conv(...)` any other conv,
+    "M" the net's pooling layer, "LRN" AlexNet's response normalisation. Conv widths are scaled by
+    `width`. Returns the Sequential and, per conv, (its index, its batch-norm index or None), which the
+    warm start uses to find layers.
+    """
+    layers: list[nn.Module] = []
+    convs: list[tuple[int, int | None]] = []
+    for token in tokens:
+        if token == POOL:
+            layers.append(pool())
+        elif token == LRN:
+            layers.append(local_response_norm())
+        else:
+            spec = token if isinstance(token, Conv) else Conv(int(token))
+            out = scaled(spec.channels, width)
+            conv_index = len(layers)
+            layers.append(nn.Conv2d(in_channels, out, spec.kernel, stride=spec.stride, padding=spec.pad))
+            bn_index = None
+            if batch_norm:
+                bn_index = len(layers)
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(activation())
+            convs.append((conv_index, bn_index))
+            in_channels = out
+    return nn.Sequential(*layers), convs
+
+
+def mlp_head(
+    in_features: int,
+    hidden: Sequence[int],
+    num_classes: int,
+    *,
+    dropout: float | None,
+    dropout_first: bool = False,
+    activation: Callable[[], nn.Module] = lambda: nn.ReLU(inplace=True),
+) -> nn.Sequential:
+    """The FC classifier: per hidden layer Linear, activation, Dropout (VGG/AlexNet paper: dropout on the
+    first two FC layers), then the class layer.
+
+    `dropout_first` puts each Dropout before its Linear instead (torchvision's AlexNet). `dropout=None`
+    leaves the Dropout modules out (LeNet); 0.0 keeps them as identities so layer indices stay
+    torchvision's (classifier.0/3/6).
+    """
+    layers: list[nn.Module] = []
+    for units in hidden:
+        if dropout is not None and dropout_first:
+            layers.append(nn.Dropout(dropout))
+        layers += [nn.Linear(in_features, units), activation()]
+        if dropout is not None and not dropout_first:
+            layers.append(nn.Dropout(dropout))
+        in_features = units
+    layers.append(nn.Linear(in_features, num_classes))
+    return nn.Sequential(*layers)
+
+
+class ConvBlock(nn.Module):
+    """conv, [bn], relu as one module: GoogLeNet's unit (torchvision's BasicConv2d keys: conv, bn).
+
+    With batch norm the conv has no bias (the BN's shift replaces it) and BN eps is 1e-3, as torchvision.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1,
+                 padding: int = 0, *, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding,
+                              bias=not batch_norm)
+        self.bn = nn.BatchNorm2d(out_channels, eps=0.001) if batch_norm else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+# --- Sizes --------------------------------------------------------------------------------------------
+
+def scaled(channels: int, width: float) -> int:
+    """channels * width rounded down (the tutorials' `64 // 4`); the epsilon absorbs float noise."""
+    return math.floor(channels * width + 1e-9)
+
+
+def check_options(name: str, *, num_classes: int, in_channels: int, width: float, dropout: float | None,
+                  channels: Iterable[int]) -> None:
+    """Refuse option values that cannot build a net, naming the option and a valid value."""
+    for option, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ClassicNetsError(f"{name}: {option} must be a positive integer; got {value!r}")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
+        raise ClassicNetsError(f"{name}: width must be a positive number such as 0.25 or 1.0; got {width!r}")
+    smallest = min(channels)
+    if scaled(smallest, width) < 1:
+        raise ClassicNetsError(
+            f"{name}: width={width:g} leaves its {smallest}-channel layers with 0 channels; "
+            f"use width >= {1 / smallest:g}"
+        )
+    if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise ClassicNetsError(f"{name}: dropout must be a probability in [0, 1); got {dropout!r}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A conv or pool as the spatial size sees it."""
+
+    kind: str
+    kernel: int
+    stride: int
+    padding: int
+    ceil_mode: bool = False
+
+    def out(self, n: int) -> int:
+        """Output size for input size n, torch's formula (0 when torch would refuse)."""
+        extra = self.stride - 1 if self.ceil_mode else 0
+        size = (n + 2 * self.padding - self.kernel + extra) // self.stride + 1
+        if self.ceil_mode and (size - 1) * self.stride >= n + self.padding:
+            size -= 1  # the last window must start inside the input or its left padding
+        return max(size, 0)
+
+    @property
+    def shrinks(self) -> bool:
+        return self.stride > 1 or self.kernel > 2 * self.padding + 1
+
+
+def windows_of(modules: Iterable[nn.Module]) -> list[Window]:
+    """The spatial windows along a chain of modules, in order (size-keeping layers included)."""
+    found = []
+    for root in modules:
+        for m in root.modules():
+            if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                kind = {nn.Conv2d: "conv", nn.MaxPool2d: "max-pool", nn.AvgPool2d: "avg-pool"}[type(m)]
+                k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+                found.append(Window(kind, k, s, p, bool(getattr(m, "ceil_mode", False))))
+    return found
+
+
+def output_size(n: int, windows: Sequence[Window]) -> int:
+    """Spatial size after the windows; 0 if some layer gets an input too small for it."""
+    for w in windows:
+        n = w.out(n)
+        if n < 1:
+            return 0
+    return n
+
+
+def smallest_input(windows: Sequence[Window], final: int = 1) -> int:
+    """The smallest input size that survives every window and ends at least `final` x `final`."""
+    n = 1
+    while output_size(n, windows) < final:
+        n += 1
+    return n
+
+
+def describe(windows: Sequence[Window]) -> str:
+    """The size-reducing layers in words, e.g. '5 max-pools 2x2/2' for VGG."""
+    shrinking = [(w.kind, w.kernel, w.stride) for w in windows if w.shrinks]
+    parts = []
+    for (kind, k, s), run in itertools.groupby(shrinking):
+        count = len(list(run))
+        parts.append(f"{count} {kind}s {k}x{k}/{s}" if count > 1 else f"{kind} {k}x{k}/{s}")
+    return ", ".join(parts)
+
+
+# --- The base class -------------------------------------------------------------------------------------
+
+class ClassicNet(nn.Module):
+    """What every classicnets model has: its build facts, the input check, and the features/head split.
+
+    Subclasses set `features`-like modules, `avgpool`, `flatten` and `classifier` (or override
+    `forward_features` / `forward_head` / `head_layers`), and call `set_input_limits` once the body exists.
+    """
+
+    aux_weight = 0.0  # weight of auxiliary losses; GoogLeNet with aux heads sets 0.3
+
+    def __init__(self, name: str, *, num_classes: int, in_channels: int, input_size: int) -> None:
+        super().__init__()
+        self.name = name
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.input_size = input_size
+        self.min_input_size = 1
+        self._size_reason = ""
+
+    def set_input_limits(self, windows: Sequence[Window], *extra: Sequence[Window]) -> int:
+        """Derive min_input_size from the layers' windows (and any side paths), check input_size
+        against it, and return the final feature-map size at input_size."""
+        self.min_input_size = max(smallest_input(w) for w in (windows, *extra))
+        self.windows = list(windows)  # the main path's convs and pools, for size arithmetic elsewhere
+        self._size_reason = describe(windows)
+        if not isinstance(self.input_size, int) or isinstance(self.input_size, bool):
+            raise ClassicNetsError(f"{self.name}: input_size must be an integer such as 224; "
+                                   f"got {self.input_size!r}")
+        if self.input_size < self.min_input_size:
+            raise ClassicNetsError(self._too_small(f"input_size={self.input_size}"))
+        return output_size(self.input_size, windows)
+
+    def _too_small(self, got: str) -> str:
+        m = self.min_input_size
+        return (f"{self.name} needs inputs of at least {m}x{m} ({self._size_reason}); got {got}: "
+                f"resize or pad the images to {m}x{m} or larger")
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse a batch the net cannot take, with the reason and fix in one line."""
+        if x.dim() != 4:
+            raise ClassicNetsError(f"{self.name} takes a batch N x C x H x W; got a tensor of shape "
+                                   f"{tuple(x.shape)}: add a batch dimension with x.unsqueeze(0)")
+        if x.shape[1] != self.in_channels:
+            raise ClassicNetsError(f"{self.name} was built for {self.in_channels}-channel input; got "
+                                   f"{x.shape[1]} channels: build it with in_channels={x.shape[1]}")
+        h, w = x.shape[-2], x.shape[-1]
+        if h < self.min_input_size or w < self.min_input_size:
+            raise ClassicNetsError(self._too_small(f"{h}x{w}"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.avgpool(x)))
+
+    def head_layers(self) -> list[nn.Module]:
+        """The layers applied after avgpool + flatten, in order (what the dense form converts)."""
+        return list(self.classifier) if isinstance(self.classifier, nn.Sequential) else [self.classifier]

@@ -1,0 +1,127 @@
+"""One registry for every net: names, builders, their options, and facts you can query without building.
+
+Builders register themselves with `@register(...)` in their family's module; `create_model` checks the
+name and the options before building, so a typo gets a suggestion instead of a TypeError.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from classicnets.errors import ClassicNetsError
+
+IMAGENET_SETTING = {"num_classes": 1000, "in_channels": 3, "input_size": 224}
+FAMILY_ORDER = ("vgg", "alexnet", "nin", "googlenet", "lenet")  # list_models order
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    paper: str
+    options: dict[str, object] = field(default_factory=dict)  # option name -> default
+    torchvision: str | None = None  # the torchvision builder with the same state_dict, if any
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register(*, family: str, paper: str, options: Callable, torchvision: str | None = None,
+             defaults: dict | None = None) -> Callable:
+    """Register a builder under its function name. `options` is the family's factory: its keyword-only
+    parameters are the options create_model accepts, with their defaults updated by `defaults` (the
+    values this builder passes in instead)."""
+    params = inspect.signature(options).parameters.values()
+    opts = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    opts.update(defaults or {})
+
+    def decorate(builder: Callable) -> Callable:
+        name = builder.__name__
+        _MODELS[name] = ModelEntry(name, builder, family, paper, opts, torchvision)
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    import classicnets.models  # noqa: F401  (importing the package registers every family)
+
+
+def _normalise(name: str) -> str:
+    return str(name).strip().lower().replace("-", "_")
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry for `name`, or a ClassicNetsError suggesting close names."""
+    _ensure_loaded()
+    key = _normalise(name)
+    if key in _MODELS:
+        return _MODELS[key]
+    close = difflib.get_close_matches(key, list(_MODELS), n=3, cutoff=0.7)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known models: {', '.join(list_models())}"
+    raise ClassicNetsError(f"unknown model {name!r}; {hint} (classicnets list shows all)")
+
+
+def list_models() -> list[str]:
+    """Every registered net, grouped by family in the order of the papers."""
+    _ensure_loaded()
+    rank = {family: i for i, family in enumerate(FAMILY_ORDER)}
+    return sorted(_MODELS, key=lambda n: rank.get(_MODELS[n].family, len(rank)))  # stable: keeps file order
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered net: `create_model("vgg16", num_classes=10, in_channels=1, width=0.25)`.
+
+    Options are the builder's (num_classes, in_channels, input_size, width, dropout, init, and per family
+    head / aux_logits / activation); an unknown option is refused by name.
+    """
+    entry = get_entry(name)
+    for key in kwargs:
+        if key not in entry.options:
+            close = difflib.get_close_matches(key, list(entry.options), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ClassicNetsError(
+                f"{entry.name} has no option {key!r}{hint}; its options are {', '.join(entry.options)}"
+            )
+    return entry.builder(**kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_info(name: str) -> dict:
+    """Facts about a net without building it for real (it is built on the meta device: no memory, no time).
+
+    Keys: name, family, paper, description, torchvision (the torchvision twin or None), imagenet_params
+    (3 channels, 1000 classes, 224x224), params and min_input_size at the builder's defaults, options.
+    """
+    return dict(_info(get_entry(name).name))
+
+
+@functools.cache
+def _info(name: str) -> dict:
+    entry = _MODELS[name]
+    with torch.device("meta"):
+        imagenet = entry.builder(**IMAGENET_SETTING)
+        default = entry.builder()
+    doc = inspect.getdoc(entry.builder) or ""
+    return {
+        "name": entry.name,
+        "family": entry.family,
+        "paper": entry.paper,
+        "description": " ".join(doc.split("\n\n")[0].split()),  # the docstring's first paragraph
+        "torchvision": entry.torchvision,
+        "imagenet_params": count_params(imagenet),
+        "params": count_params(default),
+        "min_input_size": default.min_input_size,
+        "options": dict(entry.options),
+    }
