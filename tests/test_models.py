@@ -33,15 +33,6 @@ ALL = list_models()
 SMALL_WIDTH = {"lenet": 0.5}  # the smallest tidy width per net (others: 1/8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny nets on a busy 2-core machine: two OpenMP threads spin-wait each other ~100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small(name: str, **kwargs) -> nn.Module:
     torch.manual_seed(0)
     options = {"num_classes": 3, "in_channels": 1, "width": SMALL_WIDTH.get(name, 0.125), **kwargs}

@@ -13,14 +13,6 @@ from classicnets.models import alexnet_paper, create_model, vgg11, vgg11_bn, vgg
 from classicnets.models.init import initialize, warm_start
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def layers(model: nn.Module, kind: type) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, kind)]
 

@@ -19,15 +19,6 @@ from classicnets.models.vgg import VGG_CONFIG
 TV_VGG = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a busy 2-core machine two OpenMP threads spin-wait each other; one thread is much faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def torchvision_net(name: str, **kwargs) -> nn.Module:
     if name == "googlenet_bn":
         return tvm.GoogLeNet(init_weights=True, transform_input=False, **kwargs)
