@@ -1,0 +1,432 @@
+"""Evaluation: accuracy over a loader, and the VGG paper's test protocols.
+
+`evaluate_loader` is the trainer's per-epoch test: batches that are already transformed and on the
+device, top-1/top-5, mean cross-entropy and the confusion matrix in one pass.
+
+`evaluate` runs the protocols of Simonyan & Zisserman (2015), Sec. 3.2 and 4.2-4.3, on uint8 images:
+each test scale Q rescales the short side to Q; the net sees a centre crop, the crop and its flip, or
+a grid of crops with flips ("multi-crop"), and/or the whole Q x Q image through the fully convolutional
+net ("dense", class score map averaged over space). Soft-max posteriors are averaged over crops, flips,
+scales and the two evaluation kinds, as the paper does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from classicnets.errors import ClassicNetsError
+
+CROP_MODES = ("center", "flip", "multi")
+
+
+@dataclass
+class EvalResult:
+    """Accuracy of one pass over a loader. Accuracies are fractions in [0, 1]."""
+
+    top1: float
+    top5: float  # top-min(5, K): equals top1 when there are fewer than 2 classes
+    loss: float  # mean cross-entropy
+    confusion: torch.Tensor  # K x K int64 on the CPU; rows = true class, columns = predicted
+    per_class: list[float]  # accuracy of each true class (0.0 for a class with no samples)
+    count: int
+
+
+def _logits(out) -> torch.Tensor:
+    # Nets with auxiliary classifiers return a namedtuple in training mode; eval mode gives a tensor.
+    return out.logits if isinstance(out, tuple) and hasattr(out, "logits") else out
+
+
+def _topk_correct(scores: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """How many rows have their true class among the k highest scores (0-dim int64 tensor)."""
+    k = min(k, scores.shape[1])
+    return (scores.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
+
+
+def _confusion(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).view(
+        num_classes, num_classes
+    )
+
+
+def _per_class(confusion: torch.Tensor) -> list[float]:
+    return (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
+
+
+def evaluate_loader(
+    model: torch.nn.Module,
+    loader: Iterable,
+    num_classes: int,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> EvalResult:
+    """Top-1/top-5 accuracy, mean loss and confusion of `model` over (x, y) batches.
+
+    The batches must already be transformed and on the model's device. The model is run in eval mode
+    under inference_mode and its previous mode is restored. For data-parallel evaluation pass
+    `reduce`, an in-place sum over ranks (e.g. `Dist.sum_`): each rank then tests its own shard and
+    every rank gets the totals. Without it nothing is reduced, so a caller that sums itself does not
+    count twice.
+    """
+    was_training = model.training
+    model.eval()
+    confusion = None
+    loss_sum = top5 = None
+    try:
+        with torch.inference_mode():
+            for x, y in loader:
+                device_type = x.device.type
+                ctx = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+                with ctx:
+                    scores = _logits(model(x))
+                scores = scores.float()
+                if confusion is None:
+                    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=y.device)
+                    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
+                    top5 = torch.zeros((), dtype=torch.int64, device=y.device)
+                loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
+                top5 += _topk_correct(scores, y, 5)
+                confusion += _confusion(y, scores.argmax(1), num_classes)
+    finally:
+        model.train(was_training)
+    if confusion is None:  # an empty loader (or an empty shard): zeros that still sum correctly
+        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        top5 = torch.zeros((), dtype=torch.int64)
+    sums = torch.stack([loss_sum, top5.double(), confusion.diag().sum().double(), confusion.sum().double()])
+    if reduce is not None:
+        sums = reduce(sums.clone())
+        confusion = reduce(confusion.clone())
+    loss_total, top5_total, top1_total, count = sums.tolist()
+    n = max(count, 1.0)
+    confusion = confusion.cpu().clone()  # a normal tensor, not an inference one: callers may sum it in place
+    return EvalResult(
+        top1=top1_total / n,
+        top5=top5_total / n,
+        loss=loss_total / n,
+        confusion=confusion,
+        per_class=_per_class(confusion),
+        count=int(count),
+    )
+
+
+# --- Loading a model for inference ------------------------------------------------------------------------
+
+@dataclass
+class InferenceModel:
+    """A net in eval mode plus what preparing its inputs needs (from its checkpoint when there is one)."""
+
+    model: torch.nn.Module
+    name: str
+    classes: list[str]
+    in_channels: int
+    input_size: int  # the training crop size (224 in the paper)
+    resize: int | None  # the short side test images are rescaled to before the centre crop, if not input_size
+    mean: list[float] | None  # per channel, [0, 1] units; None: no mean subtraction
+    std: list[float] | None  # None: mean subtraction only (the VGG paper)
+    data_name: str | None = None
+    model_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def load_inference_model(model_or_ckpt, device: str | torch.device | None = None) -> InferenceModel:
+    """Accept a checkpoint path (or run dir), a loaded checkpoint dict, an InferenceModel or a bare net."""
+    from classicnets.training import checkpoint
+
+    if isinstance(model_or_ckpt, InferenceModel):
+        loaded = model_or_ckpt
+    elif isinstance(model_or_ckpt, torch.nn.Module):
+        m = model_or_ckpt
+        missing = [a for a in ("num_classes", "in_channels", "input_size") if not hasattr(m, a)]
+        if missing:
+            raise ClassicNetsError(
+                f"{type(m).__name__} lacks {', '.join(missing)}: pass a classicnets model (create_model(...)) "
+                "or set those attributes on the module")
+        loaded = InferenceModel(
+            model=m, name=getattr(m, "name", type(m).__name__), classes=[str(i) for i in range(m.num_classes)],
+            in_channels=int(m.in_channels), input_size=int(m.input_size), resize=None, mean=None, std=None,
+        )
+    else:
+        ckpt = model_or_ckpt if isinstance(model_or_ckpt, dict) else checkpoint.load(model_or_ckpt)
+        model = checkpoint.build_model(ckpt)
+        data = ckpt.get("data") or {}
+        num_classes = int(model.num_classes)
+        classes = list(data.get("classes") or [str(i) for i in range(num_classes)])
+        loaded = InferenceModel(
+            model=model, name=str(ckpt["model_name"]), classes=classes,
+            in_channels=int(data.get("in_channels", model.in_channels)),
+            input_size=int(data.get("input_size", model.input_size)),
+            resize=data.get("resize"), mean=data.get("mean"), std=data.get("std"),
+            data_name=data.get("name"), model_kwargs=dict(ckpt.get("model_kwargs", {})),
+        )
+    if device is None:  # a net stays where it is; a checkpoint goes to the GPU when there is one
+        from_file = not isinstance(model_or_ckpt, (torch.nn.Module, InferenceModel))
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if from_file else model_device(loaded.model)
+    loaded.model.to(device)
+    return loaded
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def prepare(images: torch.Tensor, scale: int, loaded_mean, loaded_std) -> torch.Tensor:
+    """uint8 batch -> rescaled (short side `scale`) and normalised float32, exactly as the trainer's test
+    transform does it (classicnets.data.transforms), so the default protocol reproduces its accuracy."""
+    from classicnets.data import transforms
+
+    mean = loaded_mean if loaded_mean is not None else [0.0] * images.shape[1]
+    return transforms.normalize(transforms.resize_short_side(images, scale), mean, loaded_std)
+
+
+# --- The VGG paper's test protocols ------------------------------------------------------------------------
+
+@dataclass
+class ProtocolResult:
+    """Errors of one test protocol. Errors and accuracies are fractions in [0, 1]."""
+
+    top1: float
+    top5: float  # top-min(5, K)
+    per_class: list[float]  # accuracy of each true class
+    confusion: torch.Tensor  # K x K int64; rows = true class, columns = predicted
+    classes: list[str]
+    count: int
+    protocol: str  # what was run, in words
+    views: int  # network evaluations per image, all scales together
+    scales: tuple[int, ...]
+    crops: str | None
+    dense: bool
+    posteriors: torch.Tensor = field(repr=False)  # N x K averaged soft-max posteriors (CPU, float32)
+
+    @property
+    def top1_error(self) -> float:  # what the paper reports
+        return _error(self.top1, self.count)
+
+    @property
+    def top5_error(self) -> float:
+        return _error(self.top5, self.count)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data (no posteriors)."""
+        return {
+            "protocol": self.protocol, "scales": list(self.scales), "crops": self.crops, "dense": self.dense,
+            "views": self.views, "count": self.count, "top1_error": self.top1_error,
+            "top5_error": self.top5_error, "top1": self.top1, "top5": self.top5,
+            "per_class": dict(zip(self.classes, self.per_class)), "classes": list(self.classes),
+            "confusion": self.confusion.tolist(),
+        }
+
+
+def _error(accuracy: float, count: int) -> float:
+    # From the counts, so 1 - 0.908 prints as 0.092, not 0.09199999999999997.
+    return (count - round(accuracy * count)) / count if count else 0.0
+
+
+def _grid_positions(extent: int, size: int, grid: int) -> list[int]:
+    """Distinct top-left offsets of `grid` evenly spaced windows of `size` along `extent`."""
+    return sorted({round(i * (extent - size) / (grid - 1)) for i in range(grid)}) if grid > 1 else \
+        [(extent - size) // 2]
+
+
+def _crop_views(x: torch.Tensor, size: int, crops: str, grid: int) -> list[torch.Tensor]:
+    """The crop batches the network sees for one rescaled batch."""
+    from classicnets.data.transforms import center_crop
+
+    if crops == "center":
+        return [center_crop(x, size)]
+    if crops == "flip":
+        c = center_crop(x, size)
+        return [c, c.flip(-1)]
+    h, w = x.shape[-2:]
+    views = []
+    for top in _grid_positions(h, size, grid):
+        for left in _grid_positions(w, size, grid):
+            c = x[..., top:top + size, left:left + size]
+            views += [c, c.flip(-1)]
+    return views
+
+
+def _describe(scales: Sequence[int], size: int, crops: str | None, dense: bool, flip: bool, grid: int,
+              views_per_scale: list[int]) -> str:
+    scale_text = (f"single-scale Q={scales[0]}" if len(scales) == 1
+                  else "multi-scale Q={" + ",".join(map(str, scales)) + "}")
+    parts = []
+    if crops == "center":
+        parts.append(f"centre {size}x{size} crop")
+    elif crops == "flip":
+        parts.append(f"centre {size}x{size} crop + its flip")
+    elif crops == "multi":
+        parts.append(f"multi-crop ({grid}x{grid} grid of {size}x{size} crops, each with its flip)")
+    if dense:
+        parts.append("dense (whole image" + (" + its flip" if flip else "") + ", score map averaged)")
+    views = sum(views_per_scale)
+    text = f"{scale_text}: {' + '.join(parts)}; {views} view{'s' if views != 1 else ''} per image"
+    over = (["views"] if max(views_per_scale) > 1 else []) + (["scales"] if len(scales) > 1 else []) + (
+        ["the two kinds"] if len(parts) > 1 else [])
+    if over:
+        text += ", soft-max posteriors averaged over " + (
+            ", ".join(over[:-1]) + " and " + over[-1] if len(over) > 1 else over[0])
+    return text
+
+def evaluate(
+    model_or_ckpt,
+    dataset,
+    *,
+    train_size: int | None = None,
+    scales: Sequence[int] | None = None,
+    crops: str | None = "center",
+    dense: bool = False,
+    flip: bool | None = None,
+    grid: int = 5,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> ProtocolResult:
+    """Test a net on an ArrayDataset (uint8 N x C x H x W) with the VGG paper's protocols (Sec. 3.2, 4.2-4.3).
+
+    For each test scale Q the images are rescaled isotropically to a short side of Q. Then
+    `crops` = "center" (one train_size crop), "flip" (the centre crop and its mirror), "multi" (a grid x grid
+    regular grid of crops, each with its mirror: 50 views per scale, as the paper) or None (no crops);
+    `dense=True` also applies the fully convolutional net to the whole image and averages its class score
+    map over space. `flip` says whether the dense net also sees the mirrored image; by default it does
+    unless crops="center". Soft-max posteriors are averaged over views, then scales, then the two kinds
+    (crops and dense), as the paper does.
+
+    `model_or_ckpt` is a checkpoint path / dict (its input size, test scale, mean and std are the defaults)
+    or a net (then pass mean/std as in training, in [0, 1] units; std=None subtracts the mean only).
+    `channels_last` runs the convolutions in NHWC layout, faster on a CPU (measured, VGG-11-BN width 1/4,
+    1 thread: 2x for 32x32 centre crops, 1.3x for multi-crop + dense at Q=32,40,48); the net is put back in
+    its usual layout afterwards.
+    """
+    loaded = load_inference_model(model_or_ckpt, device)
+    model = loaded.model
+    dev = model_device(model)
+    size = int(train_size or loaded.input_size)
+    scales = tuple(int(q) for q in (scales or (loaded.resize or size,)))
+    mean = loaded.mean if mean is None else list(mean)
+    std = loaded.std if std is None else list(std)
+    crops = None if crops in (None, "none") else crops
+    if crops is not None and crops not in CROP_MODES:
+        raise ClassicNetsError(f"crops must be one of none, {', '.join(CROP_MODES)}; got {crops!r}")
+    if crops is None and not dense:
+        raise ClassicNetsError("nothing to evaluate: pass crops='center', 'flip' or 'multi', or dense=True")
+    if grid < 1:
+        raise ClassicNetsError(f"grid must be 1 or more (the paper uses 5); got {grid}")
+    too_small = [q for q in scales if q < size]
+    if too_small:
+        raise ClassicNetsError(
+            f"test scale {too_small[0]} is below the training size {size}: every scale must be at least "
+            f"{size} so a {size}x{size} crop (or the dense net's window) fits; pass --scales {size} or larger")
+    flip = (crops != "center") if flip is None else bool(flip)
+    _check_dataset(loaded, dataset)
+
+    num_classes = loaded.num_classes
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    dense_model = None
+    if dense:
+        from classicnets.models.dense import to_dense
+
+        dense_model = to_dense(model).eval()
+    was_training = model.training
+    model.eval()
+    images, labels = dataset.images, dataset.labels
+    n = int(labels.shape[0])
+    posteriors = torch.zeros(n, num_classes, dtype=torch.float32)
+    views_per_scale: list[int] = []
+
+    def softmax_of(net, x, spatial_mean: bool) -> torch.Tensor:
+        ctx = torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
+        with ctx:
+            scores = _logits(net(x.contiguous(memory_format=layout)))
+        scores = scores.float()
+        if spatial_mean:  # dense: the class score map, averaged over space before the soft-max
+            scores = scores.mean(dim=(2, 3))
+        return scores.softmax(dim=1)
+
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                x = images[start:start + batch_size].to(dev, non_blocking=True)
+                kinds = []
+                crop_post = torch.zeros(x.shape[0], num_classes, device=dev)
+                dense_post = torch.zeros_like(crop_post)
+                counts = []
+                for q in scales:
+                    xq = prepare(x, q, mean, std)
+                    views = 0
+                    if crops is not None:
+                        crop_views = _crop_views(xq, size, crops, grid)
+                        crop_post += sum(softmax_of(model, v, False) for v in crop_views) / (
+                            len(crop_views) * len(scales))
+                        views += len(crop_views)
+                    if dense_model is not None:
+                        whole = [xq, xq.flip(-1)] if flip else [xq]
+                        dense_post += sum(softmax_of(dense_model, v, True) for v in whole) / (
+                            len(whole) * len(scales))
+                        views += len(whole)
+                    counts.append(views)
+                if crops is not None:
+                    kinds.append(crop_post)
+                if dense_model is not None:
+                    kinds.append(dense_post)
+                posteriors[start:start + x.shape[0]] = (sum(kinds) / len(kinds)).cpu()
+                views_per_scale = counts
+    finally:
+        model.train(was_training)
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+
+    labels = labels.to(torch.int64).cpu()
+    confusion = _confusion(labels, posteriors.argmax(1), num_classes) if n else \
+        torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    count = max(n, 1)
+    top1 = int(confusion.diag().sum()) / count
+    top5 = int(_topk_correct(posteriors, labels, 5)) / count if n else 0.0
+    if not views_per_scale:  # an empty data set: report what would have run
+        views_per_scale = [0] * len(scales)
+    return ProtocolResult(
+        top1=top1, top5=top5,
+        per_class=_per_class(confusion), confusion=confusion, count=n,
+        classes=list(getattr(dataset, "classes", None) or loaded.classes),
+        protocol=_describe(scales, size, crops, dense, flip, grid, views_per_scale),
+        views=sum(views_per_scale), scales=scales, crops=crops, dense=dense, posteriors=posteriors,
+    )
+
+
+def _check_dataset(loaded: InferenceModel, dataset) -> None:
+    """The data must match the net: same channels and the same classes."""
+    data_name = getattr(dataset, "name", "the data set")
+    net = f"{loaded.name} (trained on {loaded.data_name})" if loaded.data_name else loaded.name
+    channels = int(dataset.images.shape[1])
+    if channels != loaded.in_channels:
+        raise ClassicNetsError(
+            f"{data_name} has {channels}-channel images but {net} takes {loaded.in_channels}-channel input: "
+            "evaluate it on a data set like the one it was trained on")
+    classes = list(getattr(dataset, "classes", []) or [])
+    if classes and len(classes) != loaded.num_classes:
+        raise ClassicNetsError(
+            f"{data_name} has {len(classes)} classes but {net} predicts {loaded.num_classes}: "
+            "evaluate it on a data set with the same classes")
+    named = loaded.data_name is not None  # a checkpoint knows its class names; a bare net only counts them
+    if classes and named and classes != list(loaded.classes):
+        raise ClassicNetsError(
+            f"{data_name}'s classes ({', '.join(classes[:3])}, ...) differ from those {net} was trained on "
+            f"({', '.join(loaded.classes[:3])}, ...): evaluate it on a data set with the same classes")
+    labels = dataset.labels
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= loaded.num_classes):
+        raise ClassicNetsError(
+            f"{data_name} has labels outside 0..{loaded.num_classes - 1}, the classes {net} predicts")

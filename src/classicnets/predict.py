@@ -1,0 +1,110 @@
+"""Predict the classes of image files with a trained checkpoint.
+
+Each image is decoded at the checkpoint's channels (grayscale <-> RGB), rescaled so its short side is the
+test scale the net was evaluated at, centre-cropped to the training size and normalised with the
+training mean/std: the trainer's own test preprocessing, so a test image gets the same answer here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from classicnets.errors import ClassicNetsError
+from classicnets.evaluation import InferenceModel, load_inference_model, model_device
+
+READABLE = "PNG, JPEG, GIF, WebP, BMP or TIFF"
+
+
+@dataclass
+class Prediction:
+    source: str  # the file (or "image N" for a tensor)
+    top: list[tuple[str, float]]  # (class name, probability), most probable first
+
+
+def read_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
+    """Decode an image file to uint8 channels x H x W (gray or RGB), or raise a ClassicNetsError naming it.
+
+    PIL, not torchvision.io: torchvision's decoders are deprecated from 0.29 on, and PIL reads more formats.
+    Alpha is dropped; an animated image gives its first frame.
+    """
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClassicNetsError(f"image {path} does not exist: check the path")
+    if channels not in (1, 3):
+        raise ClassicNetsError(f"cannot prepare images for a {channels}-channel net: only 1 (gray) or 3 (RGB)")
+    try:
+        with Image.open(path) as im:
+            array = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's ways to say "bad file"
+        reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+        raise ClassicNetsError(f"cannot read image {path} ({reason}): pass a {READABLE} file") from None
+    tensor = torch.from_numpy(array.copy())
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _match_channels(image: torch.Tensor, channels: int, source: str) -> torch.Tensor:
+    if image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1 and channels == 3:
+        return image.expand(3, -1, -1)
+    if image.shape[0] in (3, 4) and channels == 1:
+        from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+        return rgb_to_grayscale(image[:3])
+    raise ClassicNetsError(f"{source} has {image.shape[0]} channels; the net takes {channels}")
+
+
+def preprocess(loaded: InferenceModel, image: torch.Tensor) -> torch.Tensor:
+    """One uint8 C x H x W image -> the normalised 1 x C x S x S batch the net was tested on."""
+    from classicnets.data.transforms import eval_transform
+
+    scale = loaded.resize or loaded.input_size
+    mean = loaded.mean if loaded.mean is not None else [0.0] * loaded.in_channels
+    transform = eval_transform(loaded.input_size, resize=scale, mean=mean, std=loaded.std)
+    return transform(image[None])
+
+
+def predict(
+    model_or_ckpt,
+    images: Sequence[str | os.PathLike | torch.Tensor],
+    *,
+    topk: int = 5,
+    device: str | torch.device | None = None,
+) -> list[Prediction]:
+    """The `topk` most probable classes of each image (file paths or uint8 C x H x W tensors)."""
+    if topk < 1:
+        raise ClassicNetsError(f"--topk must be 1 or more; got {topk}")
+    loaded = load_inference_model(model_or_ckpt, device)
+    batch, sources = [], []
+    for i, item in enumerate(images):
+        if isinstance(item, torch.Tensor):
+            source, image = f"image {i}", item
+        else:
+            source, image = str(item), read_image(item, loaded.in_channels)
+        batch.append(preprocess(loaded, _match_channels(image, loaded.in_channels, source)))
+        sources.append(source)
+    if not batch:
+        return []
+    model = loaded.model
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits = model(torch.cat(batch).to(model_device(model)))
+    finally:
+        model.train(was_training)
+    probs = logits.float().softmax(dim=1).cpu()
+    k = min(topk, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    return [
+        Prediction(source, [(loaded.classes[j], float(p)) for p, j in zip(v.tolist(), ix.tolist())])
+        for source, v, ix in zip(sources, values, indices)
+    ]
