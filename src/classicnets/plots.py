@@ -1,0 +1,133 @@
+"""PNG plots of training runs, drawn from their metrics.jsonl.
+
+Uses matplotlib's object API (no pyplot), so drawing never changes a notebook's backend or opens a
+window. `plot_run` draws one run's loss and accuracy curves (train vs test) and its confusion matrix;
+`plot_runs` overlays several runs, one colour each, labelled with the run name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from classicnets.errors import ClassicNetsError
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """{"name", "start", "epochs": [...], "summary"} from a run dir (or a metrics.jsonl path)."""
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise ClassicNetsError(f"{path} does not exist; pass a run dir written by `classicnets train`")
+    start, epochs, summary = {}, {}, None
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise ClassicNetsError(f"{path}:{number} is not a JSON line; the file is damaged") from None
+            kind = record.get("type")
+            if kind == "start":
+                start = record
+            elif kind == "epoch":
+                epochs[record["epoch"]] = record  # a later record of the same epoch wins
+            elif kind == "summary":
+                summary = record
+    name = start.get("name") or path.parent.name
+    return {"name": name, "start": start, "epochs": [epochs[e] for e in sorted(epochs)], "summary": summary}
+
+
+def _figure(width=6.4, height=4.2):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _curve(ax, epochs, key, **style):
+    from matplotlib.ticker import MaxNLocator
+
+    points = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
+    if points:
+        ax.plot(*zip(*points), marker="o", markersize=3, **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """loss.png, accuracy.png and confusion.png (once the run finished) in `out_dir`, else the run dir."""
+    run = read_metrics(run_dir)
+    out = Path(out_dir or (run_dir if Path(run_dir).is_dir() else Path(run_dir).parent))
+    out.mkdir(parents=True, exist_ok=True)
+    if not run["epochs"]:
+        raise ClassicNetsError(f"{run_dir} has no finished epoch to plot yet")
+    written = []
+    for key, ylabel in (("loss", "loss"), ("acc", "accuracy")):
+        fig = _figure()
+        ax = fig.add_subplot()
+        _curve(ax, run["epochs"], f"train_{key}", label="train")
+        _curve(ax, run["epochs"], f"test_{key}", label="test")
+        ax.set(xlabel="epoch", ylabel=ylabel, title=f"{run['name']}: {ylabel}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        path = out / ("loss.png" if key == "loss" else "accuracy.png")
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    summary = run["summary"] or {}
+    if summary.get("confusion"):
+        path = out / "confusion.png"
+        plot_confusion(summary["confusion"], summary.get("classes") or run["start"].get("classes"), path,
+                       title=f"{run['name']}: confusion (test acc {summary.get('final_test_acc', 0):.3f})")
+        written.append(path)
+    return written
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str] | None, path: str | Path,
+                   title: str = "") -> Path:
+    """Rows are true classes, columns predictions; colour is the row fraction, text the count."""
+    import numpy as np
+
+    counts = np.asarray(confusion, dtype=np.int64)
+    k = counts.shape[0]
+    classes = list(classes or [str(i) for i in range(k)])
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = min(4 + 0.45 * k, 16)
+    fig = _figure(side + 1, side)
+    ax = fig.add_subplot()
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+    if k <= 30:
+        ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if fractions[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.savefig(path, dpi=110)
+    return Path(path)
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """Overlay runs: loss (train dashed, test solid) and test accuracy, one colour per run."""
+    runs = [read_metrics(d) for d in run_dirs]
+    fig = _figure(12, 4.5)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for index, run in enumerate(runs):
+        color = f"C{index % 10}"
+        for ax, kind in ((loss_ax, "loss"), (acc_ax, "acc")):
+            name = run["name"]
+            _curve(ax, run["epochs"], f"train_{kind}", color=color, linestyle="--", label=f"{name} train")
+            _curve(ax, run["epochs"], f"test_{kind}", color=color, label=f"{name} test")
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out

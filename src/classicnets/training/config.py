@@ -1,0 +1,367 @@
+"""One flat training config, the named recipes, and how they combine.
+
+Precedence, lowest first: `TrainConfig` defaults < recipe (`RECIPES[name]`) < TOML file < explicit
+flags or keywords. Recipes are literal dicts of overrides, so a reader sees in one place what the
+tutorials, the VGG paper and our own fast recipe set. The CLI options are generated from the fields
+below, so the flags, the TOML keys and the Python keywords are the same names and never drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from classicnets.errors import ClassicNetsError
+
+
+def _group(name: str):
+    """Field maker for one section of the config (the section titles the options in --help)."""
+
+    def make(default, help: str, choices: tuple[str, ...] | None = None):
+        return field(default=default, metadata={"help": help, "choices": choices, "group": name})
+
+    return make
+
+
+_what, _model, _optim, _data, _speed, _repro, _run = map(
+    _group, ("what", "model", "optim", "data", "speed", "repro", "run"))
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs, flat and typed.
+
+    A bare `TrainConfig()` holds the base values below (recipe "custom"); `resolve_config` and
+    `classicnets.train(**keywords)` start from a recipe ("fast" unless another is named).
+    """
+
+    # what to train
+    model: str = _what("vgg11", "net name (see `classicnets models`)")
+    data: str = _what("fashion-mnist", "data set: fashion-mnist, mnist, cifar10, cifar100 or folder:PATH")
+    data_dir: str | None = _what(None, "where the data files are (default: system dirs, then download)")
+    recipe: str = _what("custom", "named preset the other values start from")
+    name: str | None = _what(None, "run name (default: model-data-recipe-time)")
+    run_dir: str | None = _what(None, "run folder (default: runs/<name>)")
+
+    # model shape
+    size: int | None = _model(None, "input size the images are resized to (default: the data's own)")
+    width: float | None = _model(None, "channel width multiplier (default: the model's, 1.0)")
+    dropout: float | None = _model(None, "dropout in the classifier (default: the model's)")
+    head: str | None = _model(None, "classifier head, e.g. fc or conv (default: the model's)")
+    init: str | None = _model(None, "weight init: xavier, kaiming, normal, alexnet (default: the model's)")
+    warm_start: str | None = _model(None, "checkpoint whose matching layers initialise the net (VGG paper)")
+
+    # optimisation
+    epochs: int = _optim(10, "passes over the training set")
+    batch_size: int = _optim(128, "examples per optimizer step, all devices together; 'auto': fit the memory")
+    auto_batch: bool = _optim(False, "largest micro-batch under --max-memory, accumulated to --batch-size")
+    max_memory: str | None = _optim(None, "memory budget per process for auto batch, e.g. 4GiB (implies it)")
+    accum_steps: int = _optim(1, "micro-batches per optimizer step (gradient accumulation)")
+    eval_batch_size: int | None = _optim(None, "batch for the test pass (default: 2x the micro-batch)")
+    optimizer: str = _optim("sgd", "optimizer", ("sgd", "adamw"))
+    lr: float = _optim(0.05, "learning rate (the peak for onecycle)")
+    momentum: float = _optim(0.0, "SGD momentum (AdamW keeps beta1 0.9)")
+    nesterov: bool = _optim(False, "Nesterov momentum (SGD)")
+    weight_decay: float = _optim(0.0, "weight decay (L2 for SGD, decoupled for AdamW)")
+    grad_clip: float | None = _optim(None, "clip the gradient norm to this value")
+    label_smoothing: float = _optim(0.0, "label smoothing of the cross-entropy")
+    schedule: str = _optim("constant", "learning-rate schedule",
+                           ("constant", "onecycle", "plateau", "cosine", "step"))
+    warmup_epochs: float = _optim(0.0, "linear warm-up before constant/cosine/step/plateau")
+    onecycle_pct: float = _optim(0.25, "fraction of the run onecycle spends rising to --lr")
+    cycle_momentum: bool = _optim(True, "onecycle also cycles momentum 0.95 -> 0.85 -> 0.95")
+    plateau_patience: int = _optim(2, "plateau: epochs without a better test accuracy before a drop")
+    max_lr_drops: int = _optim(3, "plateau: at most this many drops (the VGG paper: 3)")
+    lr_decay: float = _optim(0.1, "factor of each plateau/step drop")
+    lr_step_epochs: int = _optim(30, "step: epochs between drops")
+
+    # augmentation and preprocessing
+    crop_padding: int = _data(0, "random crops after padding by this many pixels (0 = off)")
+    flip: bool = _data(False, "random horizontal flips")
+    scale_jitter: str | None = _data(None, "train scales 'SMIN,SMAX': resize to random S, crop --size (VGG)")
+    normalize: str = _data("meanstd", "input normalisation: mean/std, mean only (VGG paper), none (d2l)",
+                           ("meanstd", "mean", "none"))
+    limit_train: int | None = _data(None, "use only the first N training examples (quick runs, tests)")
+    limit_test: int | None = _data(None, "use only the first N test examples")
+
+    # speed and memory
+    precision: str = _speed("fp32", "autocast precision (fp16 needs a GPU)", ("fp32", "bf16", "fp16"))
+    channels_last: bool = _speed(False, "NHWC memory layout (faster convolutions with bf16 and on GPUs)")
+    compile: bool = _speed(False, "torch.compile the model")
+    cudnn_benchmark: bool = _speed(True, "let cuDNN pick the fastest kernels (GPU)")
+    activation_checkpointing: bool = _speed(False, "recompute activations in backward: less memory, slower")
+    keep_memory: bool = _speed(True, "CPU: keep freed memory for the next step, not return it to the OS "
+                                     "(no page faults on large activations)")
+    threads: int | None = _speed(None, "CPU threads (default: all cores, split between local processes)")
+    device: str = _speed("auto", "auto, cpu, cuda or cuda:N")
+
+    # reproducibility
+    seed: int = _repro(0, "seed of init, order, augmentation and dropout")
+    deterministic: bool = _repro(False, "deterministic kernels (bitwise repeatable, slower on GPU)")
+
+    # run control and output
+    eval_every: int = _run(1, "test every N epochs (and after the last)")
+    stop_at_accuracy: float | None = _run(None, "stop once test accuracy reaches this (time to accuracy)")
+    max_minutes: float | None = _run(None, "time budget: stop after the epoch that passes it")
+    checkpoint_every: int = _run(0, "also save last.pt every N optimizer steps (0: see --checkpoint-seconds)")
+    checkpoint_seconds: float = _run(60.0, "save last.pt at the first step after this many seconds")
+    progress: str = _run("auto", "progress display: auto (bar on a terminal), bar, lines, none",
+                         ("auto", "bar", "lines", "none"))
+    tensorboard: str = _run("auto", "TensorBoard events: auto (if installed), on, off", ("auto", "on", "off"))
+    plots: bool = _run(True, "draw PNG curves and the confusion matrix at the end")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
+
+# Named presets: literal overrides of the defaults above. Keep each one readable as a table.
+RECIPES: dict[str, dict[str, Any]] = {
+    # Values as given, no preset.
+    "custom": {},
+    # The tutorials (d2l ch. 7.2; tutorial 001): VGG-11 with 1/4 of the channels on Fashion-MNIST
+    # resized to 224, plain SGD lr 0.05, batch 128, 10 epochs, Xavier init (without it the net stays
+    # at chance), inputs in [0, 1] without normalisation, no augmentation, fp32.
+    "d2l": {
+        "model": "vgg11", "width": 0.25, "size": 224, "dropout": 0.5, "init": "xavier",
+        "epochs": 10, "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.0,
+        "weight_decay": 0.0, "schedule": "constant", "normalize": "none", "precision": "fp32",
+    },
+    # Simonyan & Zisserman 2015, sec. 3.1: SGD momentum 0.9, weight decay 5e-4, batch 256, dropout 0.5
+    # on the first two FC layers, lr 1e-2 divided by 10 when validation accuracy stops improving (3
+    # times in total), weights from N(0, 1e-2) (or a warm start from a trained net A: --warm-start),
+    # scale jittering S in [256, 512] with 224 crops and flips, mean subtraction only.
+    "paper": {
+        "model": "vgg11", "size": 224, "dropout": 0.5, "init": "normal",
+        "epochs": 74, "batch_size": 256, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9,
+        "weight_decay": 5e-4, "schedule": "plateau", "plateau_patience": 2, "max_lr_drops": 3,
+        "lr_decay": 0.1, "scale_jitter": "256,512", "flip": True, "normalize": "mean",
+        "precision": "fp32",
+    },
+    # Ours, for time to accuracy on a CPU: batch norm, one-cycle, label smoothing, crops and flips,
+    # bf16 autocast and channels_last. The numbers are tuned on 2 CPU cores (see BENCHMARKS.md).
+    "fast": {
+        "model": "vgg11_bn", "width": 0.25, "size": 32, "dropout": 0.5, "init": "kaiming",
+        "epochs": 15, "batch_size": 256, "optimizer": "sgd", "lr": 0.2, "momentum": 0.9,
+        "nesterov": True, "weight_decay": 5e-4, "schedule": "onecycle", "onecycle_pct": 0.25,
+        "label_smoothing": 0.1, "crop_padding": 2, "flip": True, "normalize": "meanstd",
+        "precision": "bf16", "channels_last": True,
+    },
+}
+DEFAULT_RECIPE = "fast"
+
+# Fields that may differ when a run is resumed: they change how it is shown or run, not what it computes.
+RESUME_MAY_CHANGE = {
+    "keep_memory", "progress", "tensorboard", "plots", "threads", "device", "max_minutes", "stop_at_accuracy",
+    "checkpoint_every", "checkpoint_seconds", "eval_every", "data_dir", "epochs",
+}
+
+
+# --- parsing values ----------------------------------------------------------------------------------
+
+def base_type(name: str) -> type:
+    """The non-None type of a field: `int | None` -> int."""
+    tp = _TYPES[name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+_KINDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def is_optional(name: str) -> bool:
+    return type(None) in typing.get_args(_TYPES[name])
+
+
+def convert(name: str, value: Any) -> Any:
+    """Check and convert one value (from TOML, CLI text or Python) to the field's type."""
+    if name not in FIELDS:
+        raise ClassicNetsError(_unknown_key_message(name))
+    tp = base_type(name)
+    if name == "batch_size" and value == "auto":
+        return "auto"  # sugar, turned into auto_batch=True by resolve_config
+    if value is None or (isinstance(value, str) and value.lower() == "none" and is_optional(name)):
+        if is_optional(name):
+            return None
+        raise ClassicNetsError(f"{name} cannot be none; give {_KINDS[tp]}")
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                out = value
+            elif isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+                out = value.lower() in _TRUE
+            else:
+                raise ValueError
+        elif tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out = int(value)
+        elif tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+            if not math.isfinite(out):
+                raise ValueError
+        else:
+            if not isinstance(value, str):
+                raise ValueError
+            out = value
+    except (TypeError, ValueError):
+        raise ClassicNetsError(f"{name} must be {_KINDS[tp]}; got {value!r}") from None
+    choices = FIELDS[name].metadata.get("choices")
+    if choices and out not in choices:
+        raise ClassicNetsError(f"{name} must be one of {', '.join(choices)}; got {out!r}")
+    return out
+
+
+def _unknown_key_message(name: str) -> str:
+    close = difflib.get_close_matches(name, list(FIELDS), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "see `classicnets train --help` for the keys"
+    return f"unknown config key {name!r}; {hint}"
+
+
+def parse_bytes(text: str) -> int:
+    """'4GiB' / '512MB' / '1.5G' / '1000000' -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?)b?\s*", text.lower())
+    if not m:
+        raise ClassicNetsError(f"memory size {text!r} is not understood; write e.g. 4GiB, 512MiB or 2GB")
+    number, prefix, binary = m.groups()
+    base = 1024 if binary or not prefix else 1000
+    return int(float(number) * base ** " kmgt".index(prefix or " "))
+
+
+def parse_scale_jitter(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ClassicNetsError(f"scale_jitter must be 'SMIN,SMAX', e.g. 256,512; got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise ClassicNetsError(f"scale_jitter needs 0 < SMIN <= SMAX; got {text!r}")
+    return lo, hi
+
+
+# --- combining layers --------------------------------------------------------------------------------
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ClassicNetsError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ClassicNetsError(f"config file {path} is not valid TOML: {e}") from None
+    if "train" in raw and isinstance(raw["train"], dict) and len(raw) == 1:
+        raw = raw["train"]  # a [train] table is accepted too
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            raise ClassicNetsError(f"config file {path}: [{key}] tables are not used; write flat keys")
+        if key not in FIELDS:
+            raise ClassicNetsError(f"config file {path}: {_unknown_key_message(key)}")
+    return {k: convert(k, v) for k, v in raw.items()}
+
+
+def resolve_config(overrides: dict[str, Any] | None = None, *, config_file: str | Path | None = None,
+                   **keywords: Any) -> TrainConfig:
+    """Defaults < recipe < TOML file < overrides/keywords; returns a validated TrainConfig.
+
+    `batch_size="auto"` at any layer keeps the batch size of the layers below and sets auto_batch.
+    """
+    explicit = {k: convert(k, v) for k, v in {**(overrides or {}), **keywords}.items()}
+    from_file = load_toml(config_file) if config_file else {}
+    recipe = explicit.get("recipe") or from_file.get("recipe") or DEFAULT_RECIPE
+    if recipe not in RECIPES:
+        raise ClassicNetsError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    values = TrainConfig().to_dict()
+    for layer in (RECIPES[recipe], from_file, explicit):
+        merge(values, layer)
+    values["recipe"] = recipe
+    config = TrainConfig(**values)
+    validate(config)
+    return config
+
+
+def merge(values: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Apply one layer of overrides in place; batch_size="auto" keeps the size below and sets auto_batch."""
+    for key, value in layer.items():
+        if key == "batch_size" and value == "auto":
+            values["auto_batch"] = True
+        else:
+            values[key] = value
+    return values
+
+
+def validate(c: TrainConfig) -> None:
+    """Range checks that need no data or model; one clear message each."""
+    for key, value in c.to_dict().items():
+        convert(key, value)  # types and choices, also for configs built by hand
+    positive = ["epochs", "batch_size", "accum_steps", "eval_every", "lr"]
+    for key in positive:
+        if getattr(c, key) <= 0:
+            raise ClassicNetsError(f"{key} must be positive; got {getattr(c, key)}")
+    for key in ("size", "eval_batch_size", "limit_train", "limit_test", "threads"):
+        if getattr(c, key) is not None and getattr(c, key) <= 0:
+            raise ClassicNetsError(f"{key} must be positive; got {getattr(c, key)}")
+    if not 0 <= c.label_smoothing < 1:
+        raise ClassicNetsError(f"label_smoothing must be in [0, 1); got {c.label_smoothing}")
+    if not 0 < c.onecycle_pct < 1:
+        raise ClassicNetsError(f"onecycle_pct must be in (0, 1); got {c.onecycle_pct}")
+    if c.dropout is not None and not 0 <= c.dropout < 1:
+        raise ClassicNetsError(f"dropout must be in [0, 1); got {c.dropout}")
+    if c.stop_at_accuracy is not None and not 0 < c.stop_at_accuracy <= 1:
+        raise ClassicNetsError(f"stop_at_accuracy must be in (0, 1], e.g. 0.93; got {c.stop_at_accuracy}")
+    if c.nesterov and (c.optimizer != "sgd" or c.momentum <= 0):
+        raise ClassicNetsError("nesterov needs --optimizer sgd with --momentum > 0")
+    if c.max_memory is not None:
+        parse_bytes(c.max_memory)
+    parse_scale_jitter(c.scale_jitter)
+    if c.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", c.device):
+        raise ClassicNetsError(f"device must be auto, cpu, cuda or cuda:N; got {c.device!r}")
+
+
+def resume_conflicts(saved: dict[str, Any], explicit: dict[str, Any]) -> None:
+    """Refuse to resume with settings that change what the run computes."""
+    for key, value in explicit.items():
+        if key in saved and saved[key] != value and key not in RESUME_MAY_CHANGE:
+            raise ClassicNetsError(
+                f"cannot resume with {key}={value!r}: the run was trained with {key}={saved[key]!r}; "
+                "drop the flag or start a new run (--name)"
+            )
+    shaped_by_length = saved["schedule"] in ("onecycle", "cosine")
+    if shaped_by_length and explicit.get("epochs", saved["epochs"]) != saved["epochs"]:
+        raise ClassicNetsError(
+            f"cannot change epochs when resuming a {saved['schedule']} schedule: its shape depends on the "
+            "total; start a new run instead"
+        )
+
+
+# --- writing -----------------------------------------------------------------------------------------
+
+def to_toml(config: TrainConfig) -> str:
+    """Flat TOML of the resolved config; None is written as "none" so it round-trips."""
+    lines = ["# classicnets training config (resolved); reuse with: classicnets train --config FILE"]
+    for key, value in config.to_dict().items():
+        if value is None:
+            value = "none"
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        else:
+            text = json.dumps(value)  # a JSON string is a valid TOML basic string
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"

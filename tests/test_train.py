@@ -1,0 +1,257 @@
+"""Training runs end to end on real Fashion-MNIST (first 512 images), with a tiny VGG at 32x32."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import classicnets
+from classicnets.cli import main
+from classicnets.errors import ClassicNetsError
+from classicnets.training import checkpoint, memory
+from classicnets.training.trainer import SIGNAL_AT_STEP_ENV
+
+pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                                reason="needs real Fashion-MNIST (Debian package dataset-fashion-mnist)")
+
+# A VGG-11 with batch norm and 1/8 of the channels: 0.45M parameters, ~1000 images/s on one core.
+TINY = {"recipe": "custom", "data": "fashion-mnist", "model": "vgg11_bn", "width": 0.125, "size": 32,
+        "init": "xavier", "dropout": 0.0, "epochs": 2, "batch_size": 32, "lr": 0.02, "momentum": 0.9,
+        "limit_train": 512, "limit_test": 256, "progress": "none", "plots": False, "tensorboard": "off",
+        "threads": 1}
+# Without batch norm, dropout or augmentation a step is a pure function of the weights and the batch,
+# so different ways of computing it must agree.
+PLAIN = {**TINY, "model": "vgg11", "epochs": 1, "lr": 0.01}
+
+
+def cli_args(settings: dict) -> list[str]:
+    args = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _weights(run_dir) -> dict:
+    return checkpoint.load(Path(run_dir) / "last.pt")["model"]
+
+
+def _same_training(run_a, run_b) -> bool:
+    """Both runs moved every tensor from the seeded initial weights the same way, up to float rounding."""
+    from classicnets.models import create_model
+
+    saved = checkpoint.load(Path(run_a) / "last.pt")
+    torch.manual_seed(saved["config"]["seed"])
+    initial = create_model(saved["model_name"], **saved["model_kwargs"]).state_dict()
+    a, b = saved["model"], _weights(run_b)
+    assert a.keys() == b.keys()
+    return all((a[k] - b[k]).norm() <= 1e-2 * (a[k] - initial[k]).norm() + 1e-8 for k in a
+               if a[k].is_floating_point())
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """One tiny run of 3 epochs with its plots, shared by the tests that only read it."""
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    fast_like = {"precision": "bf16", "channels_last": True, "crop_padding": 2, "flip": True}
+    result = classicnets.train(**{**TINY, "epochs": 3, "plots": True, **fast_like}, run_dir=str(run_dir))
+    return result
+
+
+def test_a_tiny_run_learns_well_above_chance(learned):
+    assert learned.stopped == "completed"
+    assert learned.best_test_acc > 0.5  # chance is 0.1
+    assert [r["epoch"] for r in learned.history] == [1, 2, 3]
+    assert learned.history[-1]["train_loss"] < learned.history[0]["train_loss"]
+
+
+def test_run_dir_holds_config_metrics_checkpoints_and_plots(learned):
+    run = learned.run_dir
+    for name in ("config.toml", "metrics.jsonl", "last.pt", "best.pt", "loss.png", "accuracy.png",
+                 "confusion.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in records] == ["start", "epoch", "epoch", "epoch", "summary"]
+    summary = records[-1]
+    assert summary["stopped"] == "completed" and summary["best_test_acc"] == learned.best_test_acc
+    assert len(summary["confusion"]) == 10 and sum(map(sum, summary["confusion"])) == 256
+    assert summary["classes"][0] == "T-shirt/top"
+
+
+def test_best_checkpoint_rebuilds_the_net_with_clean_keys(learned):
+    best = checkpoint.load(learned.run_dir / "best.pt")
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in best["model"])
+    assert best["data"]["classes"][1] == "Trouser" and best["data"]["input_size"] == 32
+    assert best["config"]["model"] == "vgg11_bn" and best["epoch"] == learned.best_epoch
+    model = checkpoint.build_model(best)
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_resuming_with_another_model_is_refused(learned):
+    with pytest.raises(ClassicNetsError, match="cannot resume with model='vgg13_bn'"):
+        classicnets.train(resume=learned.run_dir, model="vgg13_bn")
+
+
+def test_resuming_a_finished_run_says_how_to_train_longer(learned):
+    with pytest.raises(ClassicNetsError, match="already finished its 3 epochs"):
+        classicnets.train(resume=learned.run_dir, progress="none")
+
+
+def test_a_used_run_dir_is_not_overwritten(learned):
+    with pytest.raises(ClassicNetsError, match="already holds a run: resume it with --resume"):
+        classicnets.train(**TINY, run_dir=str(learned.run_dir))
+
+
+def test_cli_prints_the_tutorials_epoch_line(tmp_path, capsys):
+    settings = {**TINY, "epochs": 1, "limit_train": 128}
+    code = main(["train", *cli_args(settings), "--run-dir", str(tmp_path / "r")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^epoch 1, loss \d\.\d{3}, train acc 0\.\d{3}, test acc 0\.\d{3}, \d+\.\d sec, "
+                     r"\d+\.\d examples/sec, lr 0\.02$", out, re.MULTILINE), out
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from classicnets import models
+
+    build = models.create_model
+
+    def create_model_that_turns_nan(*args, **kwargs):
+        model = build(*args, **kwargs)
+        calls = {"n": 0}
+
+        def hook(module, inputs, output):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] == 3:  # the third training step
+                    return output * float("nan")
+            return output
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(models, "create_model", create_model_that_turns_nan)
+    run_dir = tmp_path / "nan"
+    message = r"loss became nan at step 3 .*last good checkpoint .*--lr 0\.002"
+    with pytest.raises(ClassicNetsError, match=message):
+        classicnets.train(**TINY, run_dir=str(run_dir), checkpoint_every=1)
+    saved = checkpoint.load(run_dir / "last.pt")
+    assert saved["step"] == 2
+    assert all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
+
+
+def test_ctrl_c_saves_exits_130_and_resume_finishes(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "int"
+    monkeypatch.setenv(SIGNAL_AT_STEP_ENV, "5:INT")
+    assert main(["train", *cli_args(TINY), "--run-dir", str(run_dir)]) == 130
+    out = capsys.readouterr().out
+    assert f"continue with: classicnets train --resume {run_dir}" in out
+    assert checkpoint.load(run_dir / "last.pt")["step"] == 6  # the step running when Ctrl-C came was finished
+    monkeypatch.delenv(SIGNAL_AT_STEP_ENV)
+    assert main(["train", "--resume", str(run_dir), "--progress", "none"]) == 0
+    assert checkpoint.load(run_dir / "last.pt")["step"] == 2 * 512 // 32
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    whole = classicnets.train(**PLAIN, run_dir=str(tmp_path / "whole"))
+    accumulated = classicnets.train(**PLAIN, accum_steps=4, run_dir=str(tmp_path / "accum"))
+    assert _same_training(whole.run_dir, accumulated.run_dir)
+    assert accumulated.history[0]["train_loss"] == pytest.approx(whole.history[0]["train_loss"], rel=1e-5)
+
+
+def test_activation_checkpointing_gives_the_same_weights(tmp_path):
+    plain = classicnets.train(**PLAIN, run_dir=str(tmp_path / "plain"))
+    recomputed = classicnets.train(**PLAIN, activation_checkpointing=True, run_dir=str(tmp_path / "ckpt"))
+    assert _same_training(plain.run_dir, recomputed.run_dir)  # also: the same state_dict keys
+
+
+def test_a_net_stuck_at_chance_gets_a_warning_with_the_fix(tmp_path, capsys):
+    classicnets.train(**{**TINY, "model": "vgg11", "init": "normal", "lr": 1e-6, "limit_train": 128},
+                      run_dir=str(tmp_path / "stuck"))
+    err = capsys.readouterr().err
+    assert "still at chance" in err and "ln 10 = 2.303" in err and "--model vgg11_bn" in err
+
+
+def test_stop_at_accuracy_ends_the_run_and_records_the_time(tmp_path):
+    result = classicnets.train(**{**TINY, "epochs": 5}, stop_at_accuracy=0.2,
+                               run_dir=str(tmp_path / "target"))
+    assert result.stopped == "accuracy target" and len(result.history) < 5
+    summary = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert summary["time_to_target"] == pytest.approx(result.history[-1]["elapsed"])
+
+
+def test_auto_batch_within_a_generous_budget_takes_the_whole_batch(tmp_path, capsys):
+    budget = memory.format_bytes(memory.process_rss() + 2**31).replace(" ", "")
+    result = classicnets.train(**{**TINY, "epochs": 1}, max_memory=budget, run_dir=str(tmp_path / "auto"))
+    assert "auto batch: micro-batch 32 " in capsys.readouterr().out
+    assert result.stopped == "completed"
+
+
+def test_auto_batch_below_what_one_image_needs_is_a_clear_error(tmp_path):
+    with pytest.raises(ClassicNetsError, match=r"a micro-batch of 1 needs .* but the budget is 1\.0 MiB"):
+        classicnets.train(**{**TINY, "batch_size": "auto"}, max_memory="1MiB",
+                          run_dir=str(tmp_path / "tight"))
+
+
+def test_find_micro_batch_keeps_the_largest_divisor_under_the_budget():
+    mib = 2**20
+    baseline = memory.process_rss()
+
+    def try_step(m):  # needs m x 8 MiB, touched so that it is resident
+        torch.ones(m * 8 * mib // 4).add_(1)
+
+    micro, peaks = memory.find_micro_batch(try_step, 32, 100 * mib, torch.device("cpu"), baseline)
+    assert micro == 8  # 8 x 8 MiB fits 100 MiB, 16 x 8 MiB does not
+    assert 56 * mib <= peaks[8] <= 100 * mib
+    assert peaks[16] > 100 * mib
+
+
+def test_aux_classifier_losses_are_added_with_the_model_weight():
+    from collections import namedtuple
+
+    from classicnets.training.trainer import Trainer
+
+    Aux = namedtuple("AuxOutputs", ["logits", "aux"])
+    trainer = Trainer(classicnets.training.resolve_config(recipe="custom"))
+    trainer.aux_weight = 0.3
+    y = torch.tensor([0, 1])
+    main_logits, aux_logits = torch.randn(2, 3), torch.randn(2, 3)
+    loss, logits = trainer._loss(Aux(main_logits, (aux_logits, aux_logits)), y)
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(loss, ce(main_logits, y) + 0.3 * 2 * ce(aux_logits, y))
+    assert logits is main_logits
+
+
+@pytest.mark.skipif(os.environ.get("CLASSICNETS_SKIP_SUBPROCESS") == "1", reason="subprocess tests disabled")
+def test_killed_at_any_step_and_resumed_equals_never_stopped(tmp_path):
+    """kill -9 mid-epoch, resume: the weights are bitwise those of a run that was never stopped."""
+    import subprocess
+    import sys
+
+    settings = {**TINY, "model": "vgg11_bn", "dropout": 0.5, "crop_padding": 2, "flip": True,
+                "precision": "bf16", "schedule": "onecycle", "checkpoint_every": 3, "deterministic": True}
+    killed_dir = tmp_path / "killed"
+    code = f"import classicnets; classicnets.train(**{settings!r}, run_dir={str(killed_dir)!r})"
+    env = {**os.environ, SIGNAL_AT_STEP_ENV: "23"}  # epoch 2, step 7 of 16; last checkpoint at step 21
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert checkpoint.load(killed_dir / "last.pt")["step"] == 21
+    resumed = classicnets.train(resume=killed_dir, progress="none")
+    never_stopped = classicnets.train(**settings, run_dir=str(tmp_path / "whole"))
+    a, b = _weights(killed_dir), _weights(never_stopped.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in never_stopped.history]
+
+
+def test_warm_start_copies_the_trained_net_a_into_a_deeper_vgg(learned, tmp_path, capsys):
+    result = classicnets.train(**{**TINY, "model": "vgg13_bn", "epochs": 1, "limit_train": 64},
+                               warm_start=str(learned.run_dir / "best.pt"), run_dir=str(tmp_path / "b"))
+    assert re.search(r"warm start: \d+ tensors copied from .*best\.pt", capsys.readouterr().out)
+    assert result.stopped == "completed"
