@@ -8,10 +8,15 @@ Keys (all plain data: tensors, numbers, strings, lists, dicts):
     format, version          -- FORMAT / VERSION below; anything else is "not ours"
     model_name, model_kwargs -- enough to rebuild the net with `create_model`
     model                    -- the state_dict
-    data                     -- {name, classes, in_channels, input_size, mean, std}: what eval needs
+    data                     -- {name, classes, in_channels, input_size, resize, mean, std}: what eval
+                                needs (`resize` is the test scale of scale-jittered runs; std None means
+                                mean subtraction only)
     config                   -- the resolved TrainConfig as a dict
     epoch, step, metrics     -- progress
-    optimizer, scheduler, scaler, rng, loader -- training state, present in resumable checkpoints
+    optimizer, scheduler, scaler -- training state, present in resumable checkpoints
+    rng, loader              -- lists with one entry per rank (RNG states as tensors; loader positions)
+    progress                 -- micro-batch, accumulation steps, world size, running epoch sums, best
+                                accuracy and elapsed time, so a resumed epoch reports as if never stopped
 """
 
 from __future__ import annotations

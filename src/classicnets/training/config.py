@@ -45,7 +45,7 @@ class TrainConfig:
     """
 
     # what to train
-    model: str = _what("vgg11", "net name (see `classicnets models`)")
+    model: str = _what("vgg11", "net name (see `classicnets list`)")
     data: str = _what("fashion-mnist", "data set: fashion-mnist, mnist, cifar10, cifar100 or folder:PATH")
     data_dir: str | None = _what(None, "where the data files are (default: system dirs, then download)")
     recipe: str = _what("custom", "named preset the other values start from")
