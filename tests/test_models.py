@@ -292,7 +292,7 @@ def test_unknown_option_is_named_with_a_suggestion():
     ({"in_channels": 2.5}, "in_channels must be a positive integer; got 2.5"),
     ({"width": -1}, "width must be a positive number"),
     ({"dropout": 1.5}, r"dropout must be a probability in \[0, 1\); got 1.5"),
-    ({"init": "he"}, "unknown init scheme 'he'; choose one of kaiming, xavier, normal, alexnet"),
+    ({"init": "lecun"}, "unknown init scheme 'lecun'; choose one of kaiming, he, xavier, normal, alexnet"),
     ({"input_size": "224"}, "input_size must be an integer"),
 ])
 def test_bad_options_are_refused_by_name(options, message):

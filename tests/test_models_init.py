@@ -39,6 +39,17 @@ def test_kaiming_is_torchvisions_scheme(net):
     assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in bn)
 
 
+def test_he_is_kaiming_fan_in_for_every_conv_and_fc_layer(net):
+    initialize(net, "he")
+    conv = net.features[-4]  # 128 -> 128, 3x3: fan_in 1152
+    assert close(conv.weight.std().item(), math.sqrt(2 / (128 * 9)))
+    first = layers(net, nn.Conv2d)[0]  # 3 -> 16 channels: fan_in 27, fan_out 144 would give a smaller std
+    assert close(first.weight.std().item(), math.sqrt(2 / 27), rel=0.25)
+    hidden = net.classifier[3]  # 1024 x 1024: He, not torchvision's N(0, 0.01)
+    assert close(hidden.weight.std().item(), math.sqrt(2 / 1024))
+    assert all(m.bias.abs().sum() == 0 for m in layers(net, nn.Conv2d) + layers(net, nn.Linear))
+
+
 def test_xavier_is_glorot_uniform_with_zero_biases(net):
     initialize(net, "xavier")
     hidden = net.classifier[3].weight  # 1024 x 1024
@@ -74,8 +85,8 @@ def test_alexnet_scheme_is_refused_for_nets_without_alexnets_layout():
 
 
 def test_unknown_scheme_lists_the_valid_ones():
-    with pytest.raises(ClassicNetsError, match="unknown init scheme 'glorot'; choose one of kaiming, xavier, "
-                                               "normal, alexnet"):
+    with pytest.raises(ClassicNetsError, match="unknown init scheme 'glorot'; choose one of kaiming, he, "
+                                               "xavier, normal, alexnet"):
         initialize(nn.Linear(2, 2), "glorot")
 
 

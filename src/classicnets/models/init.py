@@ -5,6 +5,9 @@ Schemes (every Conv2d and Linear; BatchNorm gets weight 1, bias 0 and fresh runn
              The default: it trains deep nets without BN from scratch.
     xavier   Glorot uniform weights, biases 0: the VGG paper's later note (Glorot & Bengio 2010 lets
              the deep configurations train without the warm start) and the tutorials' choice.
+    he       He et al. 2015 for every layer: kaiming-normal (fan_in, ReLU gain) conv and FC weights,
+             biases 0. Keeps activations at unit scale through narrow nets without BN, where
+             torchvision's N(0, 0.01) FC layers shrink the logits (used by `classicnets reproduce`).
     normal   N(0, 0.01) weights, biases 0: the VGG paper's initialisation for net A (sec. 3.1).
     alexnet  The AlexNet paper (sec. 5): N(0, 0.01) weights, biases 1 in conv 2, 4, 5 and the hidden
              FC layers (so the ReLUs start with positive inputs), 0 elsewhere. Defined by AlexNet's
@@ -19,7 +22,7 @@ from torch import nn
 
 from classicnets.errors import ClassicNetsError
 
-SCHEMES = ("kaiming", "xavier", "normal", "alexnet")
+SCHEMES = ("kaiming", "he", "xavier", "normal", "alexnet")
 
 
 def _name(model: nn.Module) -> str:
@@ -38,6 +41,8 @@ def initialize(model: nn.Module, scheme: str | None = "kaiming") -> nn.Module:
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 if scheme == "kaiming" and isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif scheme == "he":
+                    nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 elif scheme == "xavier":
                     nn.init.xavier_uniform_(m.weight)
                 else:
