@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from classicnets.errors import ClassicNetsError  # noqa: E402
+from classicnets.errors import ClassicNetsError
 
 
 def __getattr__(name):
@@ -27,4 +27,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'classicnets' has no attribute {name!r}")
 
 
-__all__ = ["ClassicNetsError", "create_model", "list_models", "summary", "train", "TrainConfig"]
+__all__ = ["ClassicNetsError", "TrainConfig", "create_model", "list_models", "summary", "train"]

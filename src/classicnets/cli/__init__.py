@@ -20,7 +20,7 @@ _COMMAND_MODULES = ["models", "data", "train", "evaluate", "bench", "reproduce"]
 class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line (its default) but names the fix: see --help."""
 
-    def error(self, message: str) -> None:  # noqa: D401 - argparse API
+    def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
