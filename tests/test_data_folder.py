@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,22 @@ def test_folder_info_on_the_command_line(tmp_path, capsys):
     assert "val       6 images" in out
     assert "classes   3: 0 cat (10), 1 dog (10), 2 emu (10)" in out
     assert "note      skipped 1 unreadable image(s)" in out
+
+
+def test_train_on_a_folder_stops_at_a_bad_image_or_skips_it_with_skip_bad(tmp_path, capsys):
+    make_folder(tmp_path / "f", counts=(12, 12, 12), size=(32, 32))
+    bad = tmp_path / "f" / "emu" / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    args = ["train", "--data", f"folder:{tmp_path / 'f'}", "--recipe", "custom", "--model", "vgg11",
+            "--width", "0.0625", "--epochs", "1", "--batch-size", "8", "--progress", "none", "--no-plots",
+            "--tensorboard", "off", "--threads", "1", "--run-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read image {bad}" in err and "--skip-bad" in err and "Traceback" not in err
+    assert main([*args, "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable image(s)" in out
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    epochs = [r for r in map(json.loads, lines) if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1]
+    assert any(r.get("classes") == ["cat", "dog", "emu"] for r in map(json.loads, lines))

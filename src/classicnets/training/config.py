@@ -57,7 +57,7 @@ class TrainConfig:
     width: float | None = _model(None, "channel width multiplier (default: the model's, 1.0)")
     dropout: float | None = _model(None, "dropout in the classifier (default: the model's)")
     head: str | None = _model(None, "classifier head, e.g. fc or conv (default: the model's)")
-    init: str | None = _model(None, "weight init: xavier, kaiming, normal, alexnet (default: the model's)")
+    init: str | None = _model(None, "weight init: kaiming, he, xavier, normal, alexnet (default: the model's)")
     warm_start: str | None = _model(None, "checkpoint whose matching layers initialise the net (VGG paper)")
 
     # optimisation
@@ -92,6 +92,7 @@ class TrainConfig:
                            ("meanstd", "mean", "none"))
     limit_train: int | None = _data(None, "use only the first N training examples (quick runs, tests)")
     limit_test: int | None = _data(None, "use only the first N test examples")
+    skip_bad: bool = _data(False, "image folders: skip unreadable images (and count them) instead of stopping")
 
     # speed and memory
     precision: str = _speed("fp32", "autocast precision (fp16 needs a GPU)", ("fp32", "bf16", "fp16"))

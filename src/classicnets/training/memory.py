@@ -28,9 +28,10 @@ def format_bytes(n: float) -> str:
     raise AssertionError
 
 
-def _status_kib(key: str) -> int | None:
+def _proc_kib(path: str, key: str) -> int | None:
+    """A `key: N kB` line of a /proc file (Linux), or None where there is none."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return int(line.split()[1])
@@ -77,14 +78,14 @@ def keep_freed_memory(keep: bool = True) -> bool:
 
 
 def process_rss() -> int:
-    kib = _status_kib("VmRSS")
+    kib = _proc_kib("/proc/self/status", "VmRSS")
     if kib is not None:
         return kib * 1024
     return process_peak_rss()
 
 
 def process_peak_rss() -> int:
-    kib = _status_kib("VmHWM")
+    kib = _proc_kib("/proc/self/status", "VmHWM")
     if kib is not None:
         return kib * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -115,21 +116,10 @@ def default_budget(device: torch.device) -> int:
     """Budget when --auto-batch is given without --max-memory: most of what the device has."""
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory * 0.9)
-    available = _meminfo_kib("MemAvailable")
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
     if available is None:
         raise ClassicNetsError("cannot read the free memory of this machine; pass --max-memory, e.g. 4GiB")
     return int(available * 1024 * 0.8)
-
-
-def _meminfo_kib(key: str) -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def _is_out_of_memory(e: BaseException) -> bool:

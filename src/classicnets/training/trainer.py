@@ -194,8 +194,10 @@ class Trainer:
 
         c = self.c
         test_split = "val" if c.data.startswith("folder:") else "test"
-        train_set = data.load(c.data, "train", root=c.data_dir)
-        test_set = data.load(c.data, test_split, root=c.data_dir)
+        folder = {"skip_bad": c.skip_bad, "seed": c.seed} if c.data.startswith("folder:") else {}
+        train_set = data.load(c.data, "train", root=c.data_dir, **folder)
+        test_set = data.load(c.data, test_split, root=c.data_dir, **folder)
+        self.messages += [f"data {split.split}: {note}" for split in (train_set, test_set) for note in split.notes]
         mean, std = train_set.stats()  # statistics of the whole training split, also when limited
         self.train_set = _first(train_set, c.limit_train)
         self.test_set = _first(test_set, c.limit_test)
