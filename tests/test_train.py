@@ -12,6 +12,7 @@ import classicnets
 from classicnets.cli import main
 from classicnets.errors import ClassicNetsError
 from classicnets.training import checkpoint, memory
+from classicnets.training.config import parse_bytes
 from classicnets.training.trainer import SIGNAL_AT_STEP_ENV
 
 pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
@@ -189,8 +190,13 @@ def test_stop_at_accuracy_ends_the_run_and_records_the_time(tmp_path):
 def test_auto_batch_within_a_generous_budget_takes_the_whole_batch(tmp_path, capsys):
     budget = memory.format_bytes(memory.process_rss() + 2**31).replace(" ", "")
     result = classicnets.train(**{**TINY, "epochs": 1}, max_memory=budget, run_dir=str(tmp_path / "auto"))
-    assert "auto batch: micro-batch 32 " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "auto batch: micro-batch 32 " in out
     assert result.stopped == "completed"
+    # The end of the run reports training's own peak against the budget, and metrics.jsonl keeps it.
+    assert re.search(r"memory: training peaked at [\d.]+ [KMG]iB, within the [\d.]+ GiB budget", out)
+    summary = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 < summary["peak_memory"] < parse_bytes(budget)
 
 
 def test_auto_batch_below_what_one_image_needs_is_a_clear_error(tmp_path):
@@ -207,9 +213,32 @@ def test_find_micro_batch_keeps_the_largest_divisor_under_the_budget():
         torch.ones(m * 8 * mib // 4).add_(1)
 
     micro, peaks = memory.find_micro_batch(try_step, 32, 100 * mib, torch.device("cpu"), baseline)
-    assert micro == 8  # 8 x 8 MiB fits 100 MiB, 16 x 8 MiB does not
-    assert 56 * mib <= peaks[8] <= 100 * mib
-    assert peaks[16] > 100 * mib
+    assert micro == 8  # 8 x 8 MiB fits 90% of 100 MiB, 16 x 8 MiB does not
+    assert 56 * mib <= peaks[8] <= 90 * mib
+    assert 16 not in peaks  # predicted from 4 and 8 to need ~128 MiB: never tried, so never allocated
+
+
+def test_find_micro_batch_tries_a_size_only_when_its_predicted_peak_fits(monkeypatch):
+    """Simulated memory: peak = 1 GiB + m x 100 MiB. Under 3 GiB (limit 2.7 GiB) 16 fits (2.56 GiB) and
+    32 (4.1 GiB, on the line through 8 and 16) is skipped without running its step."""
+    gib, mib = 2**30, 2**20
+    tried, current = [], {}
+    monkeypatch.setattr(memory, "reset_peak", lambda device: None)
+    monkeypatch.setattr(memory, "peak", lambda device: current["peak"])
+
+    def try_step(m):
+        tried.append(m)
+        current["peak"] = gib + m * 100 * mib
+
+    micro, peaks = memory.find_micro_batch(try_step, 64, 3 * gib, torch.device("cpu"), baseline=0)
+    assert micro == 16 and tried == [1, 2, 4, 8, 16]
+    # Without headroom the limit is 3 GiB: 16 still fits, 32 is still predicted over it.
+    tried.clear()
+    assert memory.find_micro_batch(try_step, 64, 3 * gib, torch.device("cpu"), headroom=0.0)[0] == 16
+    # With one size measured there is no line yet: 2 is tried, measures over the limit, and ends the search.
+    tried.clear()
+    micro, peaks = memory.find_micro_batch(try_step, 64, 1300 * mib, torch.device("cpu"))
+    assert micro == 1 and tried == [1, 2] and peaks[2] > 1300 * mib * 0.9
 
 
 def test_aux_classifier_losses_are_added_with_the_model_weight():

@@ -131,6 +131,8 @@ class Trainer:
             self._wrap_model()
             self._setup_output()
             old_handlers = self._install_signal_handlers()
+            memory.release_free_memory()
+            memory.reset_peak(self.device)  # the peak reported at the end is training's, not the setup's
             stopped = self._loop()
             return self._finish(stopped)
         finally:
@@ -657,6 +659,18 @@ class Trainer:
                 f"{c.schedule}, {extras}, {where} ({torch.get_num_threads()} threads)\n"
                 f"run dir {self.run_dir}")
 
+    def _peak_memory(self) -> int:
+        """Peak bytes while training: tensors on a GPU, resident memory above the start on a CPU
+        (the same measure --max-memory budgets)."""
+        if self.device.type == "cuda":
+            return memory.peak(self.device)
+        return memory.peak(self.device) - self.baseline_rss
+
+    def _memory_line(self, peak: int) -> str:
+        budget = parse_bytes(self.c.max_memory)
+        verdict = "within" if peak <= budget else "OVER"
+        return f"memory: training peaked at {memory.format_bytes(peak)}, {verdict} the {memory.format_bytes(budget)} budget"
+
     def _finish(self, stopped: str) -> RunResult:
         c, p = self.c, self.progress
         final = self.history[-1] if self.history else {}
@@ -669,6 +683,7 @@ class Trainer:
             "target": c.stop_at_accuracy, "classes": self.classes,
             "confusion": ev.confusion.tolist() if ev is not None else None,
             "per_class": list(ev.per_class) if ev is not None else None,
+            "peak_memory": self._peak_memory(),
         }
         if stopped == "interrupted":
             banner = (f"interrupted at step {p['step']}: saved {self.run_dir / 'last.pt'}; continue with: "
@@ -680,6 +695,8 @@ class Trainer:
             banner = (f"{stopped}: best test acc {best}, {p['epoch']} epochs in {p['elapsed'] / 60:.1f} min; "
                       f"run dir {self.run_dir}")
         self._emit("end", {"banner": banner, "record": summary})
+        if c.max_memory:
+            self._emit("message", self._memory_line(summary["peak_memory"]))
         if c.plots and self.dist.is_main and self.history and stopped != "interrupted":
             from classicnets.plots import plot_run
 
