@@ -232,9 +232,14 @@ def test_find_micro_batch_tries_a_size_only_when_its_predicted_peak_fits(monkeyp
 
     micro, peaks = memory.find_micro_batch(try_step, 64, 3 * gib, torch.device("cpu"), baseline=0)
     assert micro == 16 and tried == [1, 2, 4, 8, 16]
-    # Without headroom the limit is 3 GiB: 16 still fits, 32 is still predicted over it.
+    # Under 2.7 GiB the 10% headroom decides: 16 (2.56 GiB) is predicted over the 2.43 GiB limit and not
+    # tried; with no headroom it fits.
     tried.clear()
-    assert memory.find_micro_batch(try_step, 64, 3 * gib, torch.device("cpu"), headroom=0.0)[0] == 16
+    assert memory.find_micro_batch(try_step, 64, int(2.7 * gib), torch.device("cpu"))[0] == 8
+    assert tried == [1, 2, 4, 8]
+    tried.clear()
+    assert memory.find_micro_batch(try_step, 64, int(2.7 * gib), torch.device("cpu"), headroom=0.0)[0] == 16
+    assert tried == [1, 2, 4, 8, 16]
     # With one size measured there is no line yet: 2 is tried, measures over the limit, and ends the search.
     tried.clear()
     micro, peaks = memory.find_micro_batch(try_step, 64, 1300 * mib, torch.device("cpu"))

@@ -153,7 +153,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Ours, for time to accuracy on a CPU: batch norm, one-cycle, label smoothing, crops and flips,
     # bf16 autocast and channels_last. The numbers are tuned on 2 CPU cores (see BENCHMARKS.md): the
     # accuracy comes as the one-cycle schedule anneals, and 13 epochs end where 15 did (93.2% test
-    # accuracy, seed 0) while 12 end at 93.1%.
+    # accuracy, seed 0) while 12 end at 92.9-93.1%.
     "fast": {
         "model": "vgg11_bn", "width": 0.25, "size": 32, "dropout": 0.5, "init": "kaiming",
         "epochs": 13, "batch_size": 256, "optimizer": "sgd", "lr": 0.2, "momentum": 0.9,
