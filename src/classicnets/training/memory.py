@@ -112,6 +112,11 @@ def peak(device: torch.device) -> int:
     return process_peak_rss()
 
 
+def peak_above(device: torch.device, baseline: int) -> int:
+    """What a budget counts: the peak of tensors on a GPU; on a CPU the peak RSS above `baseline`."""
+    return peak(device) - (baseline if device.type != "cuda" else 0)
+
+
 def default_budget(device: torch.device) -> int:
     """Budget when --auto-batch is given without --max-memory: most of what the device has."""
     if device.type == "cuda":
@@ -168,7 +173,7 @@ def find_micro_batch(try_step: Callable[[int], None], per_rank_batch: int, budge
         reset_peak(device)
         try:
             try_step(m)
-            used = peak(device) - (baseline if device.type != "cuda" else 0)
+            used = peak_above(device, baseline)
         except Exception as e:
             if not _is_out_of_memory(e):
                 raise

@@ -659,13 +659,6 @@ class Trainer:
                 f"{c.schedule}, {extras}, {where} ({torch.get_num_threads()} threads)\n"
                 f"run dir {self.run_dir}")
 
-    def _peak_memory(self) -> int:
-        """Peak bytes while training: tensors on a GPU, resident memory above the start on a CPU
-        (the same measure --max-memory budgets)."""
-        if self.device.type == "cuda":
-            return memory.peak(self.device)
-        return memory.peak(self.device) - self.baseline_rss
-
     def _memory_line(self, peak: int) -> str:
         budget = parse_bytes(self.c.max_memory)
         verdict = "within" if peak <= budget else "OVER"
@@ -683,7 +676,7 @@ class Trainer:
             "target": c.stop_at_accuracy, "classes": self.classes,
             "confusion": ev.confusion.tolist() if ev is not None else None,
             "per_class": list(ev.per_class) if ev is not None else None,
-            "peak_memory": self._peak_memory(),
+            "peak_memory": memory.peak_above(self.device, self.baseline_rss),  # what --max-memory budgets
         }
         if stopped == "interrupted":
             banner = (f"interrupted at step {p['step']}: saved {self.run_dir / 'last.pt'}; continue with: "
