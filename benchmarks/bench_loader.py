@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from classicnets import data
+from classicnets.training.config import RECIPES
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -171,7 +172,7 @@ def main() -> None:
             if size == 32 and model is not None and args.train_steps_32:
                 # The "fast" recipe's net, where input speed matters most: VGG-11-BN w1/4, bf16, NHWC.
                 fast = vgg11_quarter(32, "vgg11_bn").to(memory_format=torch.channels_last)
-                ours_32 = our_loader(train, 32, b, {"crop_padding": 2, "flip": True})
+                ours_32 = our_loader(train, 32, b, {k: RECIPES["fast"][k] for k in ("crop_padding", "flip")})
                 fed_ours, _ = timed(ours_32, args.train_steps_32, sgd_step(fast, bf16=True))
                 theirs_32 = tutorial_loader(raw_root, 32, b, args.workers)
                 fed_theirs, _ = timed(theirs_32, args.train_steps_32, sgd_step(fast, bf16=True))

@@ -64,7 +64,8 @@ def run_job(name: str, target: float, max_minutes: float, extra: dict, runs_dir:
 def _flags(settings: dict, target: float, max_minutes: float) -> list[str]:
     out = []
     for key, value in {**settings, "stop_at_accuracy": target, "max_minutes": max_minutes}.items():
-        out += [f"--{key.replace('_', '-')}", str(value)]
+        flag = key.replace("_", "-")
+        out += [f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)]
     return out
 
 

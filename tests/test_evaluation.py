@@ -118,17 +118,28 @@ def test_evaluate_loader_confusion_can_be_summed_in_place_by_the_caller():
     result.confusion.add_(1)  # an inference tensor would refuse this outside inference_mode
 
 
-# --- the VGG paper's protocols ---------------------------------------------------------------------------
 
-def test_top5_error_by_hand_on_known_logits():
-    logits, labels = known_logits_batches()
-    images = torch.zeros(4, 1, 4, 4, dtype=torch.uint8)
-    images[:, 0, 0, 0] = torch.arange(4, dtype=torch.uint8)  # the index LookupNet reads
-    result = evaluate(LookupNet(logits), dataset(images, labels, [f"c{i}" for i in range(7)]), crops="center")
-    assert result.top1_error == pytest.approx(2 / 4)
-    assert result.top5_error == pytest.approx(1 / 4)
-    assert torch.allclose(result.posteriors, logits.softmax(1))
-    assert result.count == 4 and result.views == 1
+class RowLogits(nn.Module):
+    """Logits are the image's first row of pixels: its mirror has them reversed."""
+
+    def forward(self, x):
+        return x[:, 0, 0, :]
+
+
+def test_evaluate_loader_flip_scores_the_mean_posterior_of_image_and_mirror():
+    rows = torch.tensor([[3.0, 0, 0, 1],    # true 0: plain right; mirror [1,0,0,3] says 3
+                         [0.0, 2, 0, 2.5],  # true 1: plain says 3, the average says 1
+                         [4.0, 0, 0, 0]])   # true 3: plain says 0, mirror says 3 as strongly: tie -> 0
+    labels = torch.tensor([0, 1, 3])
+    x = rows.view(3, 1, 1, 4)
+    plain = evaluate_loader(RowLogits(), [(x, labels)], 4)
+    flipped = evaluate_loader(RowLogits(), [(x, labels)], 4, flip=True)
+    mean_posterior = (rows.softmax(1) + rows.flip(1).softmax(1)) / 2
+    assert plain.top1 == pytest.approx(1 / 3)
+    assert flipped.top1 == pytest.approx((mean_posterior.argmax(1) == labels).float().mean().item())
+    assert flipped.top1 == pytest.approx(2 / 3)
+    assert flipped.loss == pytest.approx(F.nll_loss(mean_posterior.log(), labels).item(), rel=1e-6)
+
 
 
 def test_dense_at_the_training_size_equals_the_single_centre_crop(tiny_vgg, toy_images):
@@ -260,3 +271,29 @@ def test_evaluate_refuses_unknown_crops(tiny_vgg, toy_images):
         evaluate(tiny_vgg, toy_images, crops="five")
     with pytest.raises(ClassicNetsError, match="nothing to evaluate"):
         evaluate(tiny_vgg, toy_images, crops=None)
+
+
+def test_evaluate_loader_flip_is_the_papers_centre_crop_and_flip_protocol(tmp_path, tiny_vgg, toy_images):
+    path = make_checkpoint(tmp_path / "m.pt", tiny_vgg, classes=toy_images.classes, mean=[0.3], std=[0.2],
+                           resize=36)
+    loader = TensorLoader(toy_images, 4, shuffle=False,
+                          transform=eval_transform(32, resize=36, mean=[0.3], std=[0.2]))
+    ours = evaluate_loader(tiny_vgg, loader, 4, flip=True)
+    paper = evaluate(path, toy_images, crops="flip", device="cpu")
+    assert ours.top1 == pytest.approx(paper.top1)
+    assert torch.equal(ours.confusion, paper.confusion)
+    labels = toy_images.labels.long()
+    assert ours.loss == pytest.approx(F.nll_loss(paper.posteriors.log(), labels).item(), rel=1e-5)
+    assert ours.loss != pytest.approx(evaluate_loader(tiny_vgg, loader, 4).loss, rel=1e-7)  # the mirror counts
+
+# --- the VGG paper's protocols ---------------------------------------------------------------------------
+
+def test_top5_error_by_hand_on_known_logits():
+    logits, labels = known_logits_batches()
+    images = torch.zeros(4, 1, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(4, dtype=torch.uint8)  # the index LookupNet reads
+    result = evaluate(LookupNet(logits), dataset(images, labels, [f"c{i}" for i in range(7)]), crops="center")
+    assert result.top1_error == pytest.approx(2 / 4)
+    assert result.top5_error == pytest.approx(1 / 4)
+    assert torch.allclose(result.posteriors, logits.softmax(1))
+    assert result.count == 4 and result.views == 1

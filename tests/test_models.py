@@ -28,6 +28,7 @@ from classicnets.models import (
     vgg16_c,
 )
 from classicnets.models.dense import to_dense
+from classicnets.models.layers import Dropout
 
 ALL = list_models()
 SMALL_WIDTH = {"lenet": 0.5}  # the smallest tidy width per net (others: 1/8)
@@ -201,7 +202,7 @@ def test_alexnet_paper_is_the_2012_single_tower_net():
     pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
     assert all((p.kernel_size, p.stride) == (3, 2) for p in pools)  # overlapping pooling, sec. 3.4
     assert feature_map == (1, 256, 6, 6)
-    assert [type(m) for m in model.classifier] == [nn.Linear, nn.ReLU, nn.Dropout] * 2 + [nn.Linear]
+    assert [type(m) for m in model.classifier] == [nn.Linear, nn.ReLU, Dropout] * 2 + [nn.Linear]
     assert model.classifier[3].out_features == 4096
 
 
@@ -382,3 +383,55 @@ def test_building_on_the_meta_device_costs_nothing_and_counts_right():
     with torch.device("meta"):
         model = vgg16()
     assert sum(p.numel() for p in model.parameters()) == 138_357_544
+
+
+# --- Dropout: the CPU mask drawn 16 bits at a time ------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_keeps_1_minus_p_and_scales_the_rest_like_torch(p, dtype):
+    torch.manual_seed(0)
+    x = torch.ones(400, 1000, dtype=dtype, requires_grad=True)
+    y = Dropout(p).train()(x)
+    kept = y != 0
+    # 400k draws: the kept share is within 5 standard deviations (~0.004) of 1 - p
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.004
+    assert y.dtype == dtype
+    torch.testing.assert_close(y[kept].float(), torch.full_like(y[kept].float(), 1 / (1 - p)), rtol=1e-2, atol=0)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient is the same mask and scale
+
+
+def test_dropout_mask_is_fresh_each_call_and_repeats_with_the_seed():
+    layer = Dropout(0.5).train()
+    x = torch.ones(64, 256)
+    torch.manual_seed(3)
+    a, b = layer(x), layer(x)
+    torch.manual_seed(3)
+    assert not torch.equal(a, b)
+    assert torch.equal(layer(x), a)
+
+
+def test_dropout_draws_are_uniform_over_all_16_bits():
+    # a biased bit (say, the sign bit of each 64-bit word) would make p = 0.5 keep 5/8 or 3/8 of a group
+    torch.manual_seed(0)
+    kept = (Dropout(0.5).train()(torch.ones(100_000, 4)) != 0).float().mean(0)  # the four draws of a word
+    assert torch.all((kept - 0.5).abs() < 0.01), kept
+
+
+def test_dropout_in_place_on_4d_maps_and_identity_in_eval_or_at_zero():
+    torch.manual_seed(0)
+    x = torch.randn(8, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    y = Dropout(0.5, inplace=True).train()(x)
+    assert y.data_ptr() == x.data_ptr() and (x == 0).any()
+    z = torch.randn(8, 16)
+    assert torch.equal(Dropout(0.5).eval()(z), z)
+    assert torch.equal(Dropout(0.0).train()(z), z)
+    assert torch.equal(Dropout(1.0).train()(z), torch.zeros_like(z))
+
+
+@pytest.mark.parametrize("name", ["vgg11", "alexnet", "nin", "googlenet"])
+def test_every_nets_dropout_is_the_fast_one(name):
+    net = create_model(name, num_classes=10)
+    drops = [m for m in net.modules() if isinstance(m, nn.Dropout)]
+    assert drops and all(isinstance(m, Dropout) for m in drops)

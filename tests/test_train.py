@@ -179,6 +179,21 @@ def test_a_net_stuck_at_chance_gets_a_warning_with_the_fix(tmp_path, capsys):
     assert "still at chance" in err and "ln 10 = 2.303" in err and "--model vgg11_bn" in err
 
 
+def test_test_flip_reports_the_papers_flip_protocol_each_epoch(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    settings = {**TINY, "epochs": 1, "limit_train": 128, "test_flip": True}
+    assert main(["train", *cli_args(settings), "--run-dir", str(run_dir)]) == 0
+    assert "test with flips" in capsys.readouterr().out
+    epoch = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[1])
+    assert main(["eval", str(run_dir / "last.pt"), "--limit", "256", "--json"]) == 0  # its default: flip
+    paper = json.loads(capsys.readouterr().out)
+    assert "centre 32x32 crop + its flip" in paper["protocol"]
+    assert epoch["test_acc"] == pytest.approx(paper["top1"])
+    assert main(["eval", str(run_dir / "last.pt"), "--crops", "center", "--limit", "256", "--json"]) == 0
+    centre = json.loads(capsys.readouterr().out)
+    assert centre["top1"] != paper["top1"]  # so the match above says which protocol ran (seeded, 1 thread)
+
+
 def test_stop_at_accuracy_ends_the_run_and_records_the_time(tmp_path):
     result = classicnets.train(**{**TINY, "epochs": 5}, stop_at_accuracy=0.2,
                                run_dir=str(tmp_path / "target"))

@@ -64,8 +64,12 @@ def evaluate_loader(
     *,
     autocast_dtype: torch.dtype | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    flip: bool = False,
 ) -> EvalResult:
     """Top-1/top-5 accuracy, mean loss and confusion of `model` over (x, y) batches.
+
+    `flip` also runs each image mirrored and scores the average of the two soft-max posteriors, the VGG
+    paper's test-time flip (sec. 3.2); the loss is then the negative log of that average.
 
     The batches must already be transformed and on the model's device. The model is run in eval mode
     under inference_mode and its previous mode is restored. For data-parallel evaluation pass
@@ -84,7 +88,10 @@ def evaluate_loader(
                 ctx = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
                 with ctx:
                     scores = _logits(model(x))
+                    mirrored = _logits(model(x.flip(-1))) if flip else None
                 scores = scores.float()
+                if mirrored is not None:  # log of the mean posterior: argmax, top-5 and NLL all use it
+                    scores = ((scores.softmax(1) + mirrored.float().softmax(1)) / 2).log()
                 if confusion is None:
                     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=y.device)
                     loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
@@ -131,6 +138,7 @@ class InferenceModel:
     std: list[float] | None  # None: mean subtraction only (the VGG paper)
     data_name: str | None = None
     model_kwargs: dict = field(default_factory=dict)
+    test_flip: bool = False  # trained with --test-flip: its test accuracies are the centre crop + flip's
 
     @property
     def num_classes(self) -> int:
@@ -166,6 +174,7 @@ def load_inference_model(model_or_ckpt, device: str | torch.device | None = None
             input_size=int(data.get("input_size", model.input_size)),
             resize=data.get("resize"), mean=data.get("mean"), std=data.get("std"),
             data_name=data.get("name"), model_kwargs=dict(ckpt.get("model_kwargs", {})),
+            test_flip=bool((ckpt.get("config") or {}).get("test_flip", False)),
         )
     if device is None:  # a net stays where it is; a checkpoint goes to the GPU when there is one
         from_file = not isinstance(model_or_ckpt, (torch.nn.Module, InferenceModel))

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--scales", metavar="Q,Q,...", type=_int_list,
                    help="test scales: short side of the rescaled image (default: the checkpoint's test scale)")
     p.add_argument("--crops", choices=["none", "center", "flip", "multi"],
-                   help="crop views per scale (default: center; none with --dense)")
+                   help="crop views per scale (default: center, or flip for a checkpoint trained with "
+                        "--test-flip; none with --dense)")
     p.add_argument("--dense", action="store_true",
                    help="apply the net's convolutional form to the whole image; with --crops, average both")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
@@ -112,7 +113,7 @@ def _eval(args) -> int:
                                       labels=dataset.labels[:args.limit])
     import torch
 
-    crops = args.crops or ("none" if args.dense else "center")
+    crops = args.crops or ("none" if args.dense else "flip" if loaded.test_flip else "center")
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     result = evaluate(loaded, dataset, scales=args.scales, crops=crops, dense=args.dense, flip=args.flip,
                       grid=args.grid, batch_size=args.batch_size, autocast_dtype=autocast,

@@ -25,6 +25,7 @@ from classicnets.models.layers import (
     AuxOutputs,
     ClassicNet,
     ConvBlock,
+    Dropout,
     Window,
     check_options,
     local_response_norm,
@@ -86,7 +87,7 @@ class AuxHead(nn.Module):
         self.flatten = nn.Flatten(1)
         self.fc1 = nn.Linear(channels * pooled * pooled, units)
         self.relu = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(0.7)
+        self.dropout = Dropout(0.7)
         self.fc2 = nn.Linear(units, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,7 @@ class GoogLeNet(ClassicNet):
                                                    width=width, batch_norm=bn))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.flatten = nn.Flatten(1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
 
     def modules_named(self, names: list[str]) -> list[nn.Module]:

@@ -12,7 +12,15 @@ from __future__ import annotations
 from torch import nn
 
 from classicnets.models.init import initialize
-from classicnets.models.layers import POOL, ClassicNet, Conv, check_options, make_layers, windows_of
+from classicnets.models.layers import (
+    POOL,
+    ClassicNet,
+    Conv,
+    Dropout,
+    check_options,
+    make_layers,
+    windows_of,
+)
 from classicnets.models.registry import register
 
 PAPER = "Lin, Chen & Yan 2013, Network In Network"
@@ -44,7 +52,7 @@ class NiN(ClassicNet):
             block, _ = make_layers(_nin_block(token), channels, width)
             layers.append(block)
             channels = block[-2].out_channels
-        layers.append(nn.Dropout(dropout))
+        layers.append(Dropout(dropout))
         layers.append(make_layers(_nin_block(Conv(num_classes, 3)), channels)[0])  # width never scales classes
         self.features = nn.Sequential(*layers)
         self.set_input_limits(windows_of([self.features]))

@@ -534,7 +534,8 @@ class Trainer:
 
         self.last_eval = evaluate_loader(self.eval_model, self.test_loader, self.num_classes,
                                          autocast_dtype=self.autocast_dtype,
-                                         reduce=self.dist.sum_ if self.dist.active else None)
+                                         reduce=self.dist.sum_ if self.dist.active else None,
+                                         flip=self.c.test_flip)
         return self.last_eval
 
     def _checkpoint_due_by_steps(self) -> bool:
@@ -652,7 +653,8 @@ class Trainer:
                                            if self.accum_steps > 1 else "")
         extras = ", ".join(x for x in (c.precision, "channels_last" if c.channels_last else "",
                                        "compiled" if c.compile else "",
-                                       "activation checkpointing" if c.activation_checkpointing else "") if x)
+                                       "activation checkpointing" if c.activation_checkpointing else "",
+                                       "test with flips" if c.test_flip else "") if x)
         return (f"{head}training {c.model} ({shape}; {params / 1e6:.2f}M params) on {c.data}: "
                 f"{len(self.train_set)} train / {len(self.test_set)} test images, {self.num_classes} "
                 f"classes\nrecipe {c.recipe}: {c.epochs} epochs, {batch}, {c.optimizer} lr {c.lr:g} "
