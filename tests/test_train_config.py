@@ -79,6 +79,17 @@ def test_range_checks_name_the_setting():
         resolve_config(max_memory="4 gigs")
 
 
+def test_test_time_flip_without_training_flips_is_refused_with_the_fix(capsys):
+    from classicnets.cli import main
+
+    assert resolve_config().test_flip and resolve_config(flip=False, test_flip=False).flip is False
+    with pytest.raises(ClassicNetsError, match="pass --no-test-flip too"):
+        resolve_config(flip=False)  # the fast recipe tests with flips
+    assert main(["train", "--no-flip", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-test-flip" in err[0]
+
+
 def test_memory_sizes_parse_binary_and_decimal_units():
     assert parse_bytes("4GiB") == 4 * 2**30
     assert parse_bytes("512MiB") == 512 * 2**20

@@ -331,6 +331,10 @@ def validate(c: TrainConfig) -> None:
         raise ClassicNetsError(f"stop_at_accuracy must be in (0, 1], e.g. 0.93; got {c.stop_at_accuracy}")
     if c.nesterov and (c.optimizer != "sgd" or c.momentum <= 0):
         raise ClassicNetsError("nesterov needs --optimizer sgd with --momentum > 0")
+    if c.test_flip and not c.flip:
+        # measured: a net never shown mirrors fell from 93.3% to 89.0% when scored with them (BENCHMARKS.md)
+        raise ClassicNetsError("test_flip averages each test image with its mirror, which a net trained "
+                               "without --flip has never seen: pass --no-test-flip too (or keep --flip)")
     if c.max_memory is not None:
         parse_bytes(c.max_memory)
     parse_scale_jitter(c.scale_jitter)
