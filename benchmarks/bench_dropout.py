@@ -23,7 +23,7 @@ from classicnets.bench import (
     BenchSettings,
     cores_busy,
     machine_info,
-    prepare_trainer,
+    prepared,
     time_in_turns,
     train_steps,
     warm_up,
@@ -62,21 +62,22 @@ def main() -> None:
 
     s = BenchSettings(model="vgg11_bn", size=32, batch=a.batch, threads=a.threads, seconds=a.seconds,
                       warmup=3, baseline=False, peak=False)
-    sides = {"torch nn.Dropout": prepare_trainer(s), "classicnets Dropout": prepare_trainer(s)}
-    assert with_torch_dropout(sides["torch nn.Dropout"].model) == 2
-    info = machine_info(sides["classicnets Dropout"].device)
-    print(f"{info['name']} ({info['threads']} threads), other programs busy on {cores_busy()} cores, "
-          f"torch {info['torch']}, {info['date']}")
+    with prepared(s) as torch_side, prepared(s) as our_side:
+        assert with_torch_dropout(torch_side.model) == 2
+        info = machine_info(our_side.device)
+        print(f"{info['name']} ({info['threads']} threads), other programs busy on {cores_busy()} cores, "
+              f"torch {info['torch']}, {info['date']}")
 
-    x = torch.randn(a.batch, 1024, dtype=torch.bfloat16)
-    for name, layer in (("torch nn.Dropout", nn.Dropout(0.5)), ("classicnets Dropout", Dropout(0.5))):
-        print(f"layer alone, {a.batch}x1024 bf16, p=0.5, forward+backward: {name:20s} {layer_ms(layer, x):6.2f} ms")
+        x = torch.randn(a.batch, 1024, dtype=torch.bfloat16)
+        for name, layer in (("torch nn.Dropout", nn.Dropout(0.5)), ("classicnets Dropout", Dropout(0.5))):
+            print(f"layer alone, {a.batch}x1024 bf16, p=0.5, forward+backward: {name:20s} "
+                  f"{layer_ms(layer, x):6.2f} ms")
 
-    theirs, ours = (train_steps(t) for t in sides.values())
-    device = sides["classicnets Dropout"].device
-    warm_up(theirs, s.warmup, device)
-    warm_up(ours, s.warmup, device)
-    ours_timing, theirs_timing, ratios = time_in_turns(ours, theirs, s, device)
+        theirs, ours = train_steps(torch_side), train_steps(our_side)
+        device = our_side.device
+        warm_up(theirs, s.warmup, device)
+        warm_up(ours, s.warmup, device)
+        ours_timing, theirs_timing, ratios = time_in_turns(ours, theirs, s, device)
     print(f"\nfast recipe's training step, vgg11_bn w1/4 32x32 bf16 channels_last, batch {a.batch}, "
           f"{a.seconds:g} s per side in alternating turns:")
     for name, timing in (("torch nn.Dropout", theirs_timing), ("classicnets Dropout", ours_timing)):
@@ -84,7 +85,6 @@ def main() -> None:
     ratios.sort()
     print(f"  ours / torch's: {ours_timing.images_per_sec / theirs_timing.images_per_sec:.3f}x overall; "
           f"per turn min {ratios[0]:.3f}, median {statistics.median(ratios):.3f}, max {ratios[-1]:.3f}")
-
 
 if __name__ == "__main__":
     main()

@@ -25,9 +25,13 @@ import time
 from pathlib import Path
 
 import torch
+from torchvision import datasets
+from torchvision import transforms as tv
 
 from classicnets import data
+from classicnets.models import create_model
 from classicnets.training.config import RECIPES
+from classicnets.training.step import ClassificationLoss, TrainStep
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -69,34 +73,24 @@ def our_loader(train, size: int, batch: int, augment: dict) -> data.TensorLoader
 
 
 def tutorial_loader(raw_root: Path, size: int, batch: int, workers: int):
-    from torchvision import datasets
-    from torchvision import transforms as tv
-
     pipeline = tv.Compose([tv.Resize(size), tv.ToTensor()])
     dataset = datasets.FashionMNIST(str(raw_root), train=True, transform=pipeline, download=False)
     return torch.utils.data.DataLoader(dataset, batch, shuffle=True, num_workers=workers)
 
 
 def vgg11_quarter(size: int, name: str = "vgg11"):
-    try:
-        from classicnets.models import create_model
-
-        return create_model(name, num_classes=10, in_channels=1, input_size=size, width=0.25)
-    except Exception as e:  # noqa: BLE001 - the models area is optional for this benchmark
-        print(f"  (no VGG-11: classicnets.models unavailable: {e})")
-        return None
+    return create_model(name, num_classes=10, in_channels=1, input_size=size, width=0.25)
 
 
 def sgd_step(model, bf16: bool = False):
+    """The trainer's step (`TrainStep`) with plain SGD momentum 0.9 and cross-entropy: one call, one update."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
+    train_step = TrainStep(model, optimizer, ClassificationLoss(), autocast_dtype=torch.bfloat16 if bf16 else None)
 
     def step(x, y):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(x, y)
+        train_step.update()
 
     return step
 

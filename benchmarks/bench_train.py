@@ -22,29 +22,26 @@ import torch
 
 from classicnets.bench import (
     BenchSettings,
-    _macs_per_image,
+    bench_config,
     cores_busy,
     machine_info,
+    macs_per_image,
     matmul_peak,
-    prepare_trainer,
+    prepared,
     time_in_turns,
     train_steps,
     warm_up,
 )
-from classicnets.training.trainer import _TorchGlobals
+from classicnets.training.runtime import pick_device, run_settings, torch_settings
 
 
 def measure(settings: BenchSettings) -> tuple[float, float, int]:
     """(images/s, threads busy, forward MACs per image) of one cell."""
-    saved = _TorchGlobals.capture()
-    try:
-        trainer = prepare_trainer(settings)
-        macs = _macs_per_image(trainer.model, (settings.channels, settings.size, settings.size))
-        steps = train_steps(trainer)
-        warm_up(steps, settings.warmup, trainer.device)
-        timing = time_in_turns(steps, None, settings, trainer.device)[0]
-    finally:
-        saved.restore()
+    with prepared(settings) as run:
+        macs = macs_per_image(run.model, (settings.channels, settings.size, settings.size))
+        steps = train_steps(run)
+        warm_up(steps, settings.warmup, run.device)
+        timing = time_in_turns(steps, None, settings, run.device)[0]
     return timing.images_per_sec, timing.cpu_seconds / timing.seconds, macs
 
 
@@ -68,15 +65,11 @@ def main() -> None:
     cells = list(itertools.product(models, ("fp32", "bf16"), (False, True), compiles))
     base = BenchSettings(width=a.width, size=a.size, batch=a.batch, seconds=a.seconds, warmup=a.warmup,
                          threads=a.threads, device=a.device, baseline=False, peak=False)
-    saved = _TorchGlobals.capture()
-    try:
-        device = prepare_trainer(base).device  # sets the threads the cells will use
-        if device.type == "cpu" and a.threads:
-            torch.set_num_threads(a.threads)
+    config = bench_config(base)
+    device = pick_device(config.device)
+    with torch_settings(**run_settings(config, device)):  # the threads the cells will use
         info = machine_info(device)
         peaks = {p: matmul_peak(dt, device) for p, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    finally:
-        saved.restore()
     print(f"{info['name']} ({info['device']}, {info['threads']} threads), "
           f"other programs busy on {cores_busy()} cores, "
           f"torch {info['torch']}, {info['date']}")

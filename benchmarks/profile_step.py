@@ -1,7 +1,7 @@
 """Where a training step's time goes: `torch.profiler` over the steps `classicnets bench` times.
 
-The step is the trainer's (fast recipe setup, see `classicnets.bench.prepare_trainer`); its phases are
-labelled step:data / step:forward / step:backward / step:optimizer. Printed: time per phase, time per
+The step is the trainer's own (`classicnets.training.build` of the fast recipe, then `optimizer_steps`, as
+`classicnets bench` times it); its phases are labelled step:data / step:forward / step:backward / step:optimizer. Printed: time per phase, time per
 kind of operator (convolution, batch norm, ReLU, pooling, linear, optimizer, data transforms, other),
 and the top operators by self time.
 
@@ -18,8 +18,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from classicnets.bench import BenchSettings, prepare_trainer, train_steps
-from classicnets.training.trainer import _TorchGlobals
+from classicnets.bench import BenchSettings, prepared, train_steps
 
 PHASES = ("step:data", "step:forward", "step:backward", "step:optimizer")
 # Operator kinds by name (first match wins); the backward kernels carry their forward's name.
@@ -64,19 +63,15 @@ def main() -> None:
     s = BenchSettings(model=a.model, width=a.width, size=a.size, batch=a.batch, precision=a.precision,
                       channels_last=a.channels_last, compile=a.compile, threads=a.threads)
     s.check()
-    saved = _TorchGlobals.capture()
-    try:
-        trainer = prepare_trainer(s)
-        steps = train_steps(trainer)
+    with prepared(s) as run:
+        steps = train_steps(run)
         for _ in range(a.warmup):
             next(steps)
         with profile(activities=[ProfilerActivity.CPU]
-                     + ([ProfilerActivity.CUDA] if trainer.device.type == "cuda" else [])) as prof:
+                     + ([ProfilerActivity.CUDA] if run.device.type == "cuda" else [])) as prof:
             for _ in range(a.steps):
                 next(steps)
         threads = torch.get_num_threads()
-    finally:
-        saved.restore()
 
     events = prof.key_averages()
     total_ms = sum(e.cpu_time_total for e in events if e.key in PHASES) / 1e3

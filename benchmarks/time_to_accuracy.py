@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 import classicnets
 from classicnets.bench import cores_busy, machine_info
 from classicnets.training.config import convert
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {**(SMOKE if args.smoke else {}), **parse_set(args.set)}
     if args.smoke and args.max_minutes is None:
         args.max_minutes = 0.05
-    m = machine_info(__import__("torch").device("cpu"))
+    m = machine_info(torch.device("cpu"))
     m["cores_busy_before"] = cores_busy()
     print(f"machine: {m['name']}, {m['cores']} cores ({m['cores_busy_before']} busy with other programs), "
           f"torch {m['torch']}, {m['date']}", flush=True)

@@ -1,11 +1,29 @@
-"""Shared test settings.
+"""Shared test settings and markers.
 
 Tests use tiny nets; on 2 cores the second intra-op thread costs more in synchronisation than it
 gains (measured ~100x slower for tiny convs on a busy machine), so the whole suite runs on one thread.
+
+Markers (pyproject.toml): `slow` for tests of more than about a second on 2 cores, so that
+`pytest -m "not slow"` is the quick subset to run while working; `realdata` for tests that read the real
+Fashion-MNIST files of Debian's dataset-fashion-mnist, skipped with the fix when they are missing.
 """
+
+from pathlib import Path
 
 import pytest
 import torch
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def pytest_collection_modifyitems(config, items):
+    if FASHION_MNIST.is_file():
+        return
+    skip = pytest.mark.skip(reason="needs real Fashion-MNIST: apt-get install dataset-fashion-mnist "
+                                   "(or bash scripts/setup.sh as root)")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,7 +1,6 @@
 """`classicnets bench` measures what it says, on a tiny VGG at 32x32 with a few steps."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,9 +10,7 @@ from classicnets.cli import main
 from classicnets.inspect import summary
 from classicnets.models import create_model
 
-needs_fashion_mnist = pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-    reason="needs real Fashion-MNIST (Debian package dataset-fashion-mnist)")
+needs_fashion_mnist = pytest.mark.realdata
 
 # 1/8 of VGG-11's channels with batch norm, 16 images a step, 2 timed steps: seconds on one thread.
 TINY = {"model": "vgg11_bn", "width": 0.125, "size": 32, "batch": 16, "steps": 2, "warmup": 1, "threads": 1,
@@ -27,6 +24,7 @@ def tiny_result():
     return bench(BenchSettings(**TINY, precision="bf16", channels_last=True))
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_a_tiny_bench_gives_positive_throughputs_mfu_memory_and_the_tutorials_ratio(tiny_result):
     d = tiny_result.to_dict()
@@ -45,6 +43,7 @@ def test_a_tiny_bench_gives_positive_throughputs_mfu_memory_and_the_tutorials_ra
     json.loads(json.dumps(d))  # plain JSON all the way down
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_flops_are_six_times_the_forward_macs_that_inspect_counts(tiny_result):
     model = create_model("vgg11_bn", num_classes=10, in_channels=1, input_size=32, width=0.125)
@@ -55,6 +54,7 @@ def test_flops_are_six_times_the_forward_macs_that_inspect_counts(tiny_result):
     assert tiny_result.tutorial["macs_per_image"] == macs
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_the_report_shows_each_figure_and_the_ratio(tiny_result):
     text = format_report(tiny_result)

@@ -137,6 +137,7 @@ def test_unknown_format_is_refused_in_one_line(capsys):
     assert "invalid choice: 'xml'" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_console_command_prints_the_error_without_traceback():
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
     done = subprocess.run([sys.executable, "-m", "classicnets", "summary", "vgg16", "--input", "224"],

@@ -22,10 +22,7 @@ from classicnets.data import sources
 from classicnets.errors import ClassicNetsError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(
-    not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),
-    reason="real Fashion-MNIST absent: apt-get install dataset-fashion-mnist",
-)
+needs_fashion = pytest.mark.realdata
 
 
 @pytest.fixture(autouse=True)
@@ -384,6 +381,7 @@ def test_data_list_shows_each_data_set_and_where_it_is(capsys):
     assert "cifar100" in out and "not found: classicnets data get cifar100" in out
 
 
+@pytest.mark.slow
 def test_the_installed_command_exits_2_with_one_line_when_data_is_missing(tmp_path):
     env = {"CLASSICNETS_DATA": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "classicnets", "data", "info", "cifar100"],

@@ -69,9 +69,9 @@ def test_crop_offsets_differ_between_samples():
 def test_the_loop_and_the_vectorised_crop_give_identical_results(monkeypatch):
     x = batch(n=5, c=3, h=40, w=36)
     top, left = torch.tensor([0, 3, 8, 1, 5]), torch.tensor([4, 0, 2, 6, 1])
-    monkeypatch.setattr(T, "_LOOP_CROP_FROM_PIXELS", 0)
+    monkeypatch.setattr(T, "LOOP_CROP_FROM_PIXELS", 0)
     looped = T.crop_at(x, top, left, (32, 30))
-    monkeypatch.setattr(T, "_LOOP_CROP_FROM_PIXELS", 10**9)
+    monkeypatch.setattr(T, "LOOP_CROP_FROM_PIXELS", 10**9)
     vectorised = T.crop_at(x, top, left, (32, 30))
     assert torch.equal(looped, vectorised)
     assert torch.equal(looped[1], x[1, :, 3:35, 0:30])
@@ -102,7 +102,7 @@ def test_every_jitter_scale_in_range_is_drawn_over_many_batches():
     seen = {int(torch.randint(3, 7, (1,), generator=gen(s))) for s in range(50)}
     assert seen == {3, 4, 5, 6}  # randint's upper bound is exclusive: our helper adds 1
     x = batch(n=1, h=4, w=4)
-    drawn = [int(T._random_ints(4, 6, 1, gen(s), "cpu")[0]) for s in range(40)]
+    drawn = [int(T.random_ints(4, 6, 1, gen(s), "cpu")[0]) for s in range(40)]
     sizes = {T.resize_short_side(x, s).shape[-1] for s in drawn}
     assert sizes == {4, 5, 6}
 

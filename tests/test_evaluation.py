@@ -13,7 +13,8 @@ from torch import nn
 from classicnets.data import ArrayDataset, TensorLoader
 from classicnets.data.transforms import eval_transform
 from classicnets.errors import ClassicNetsError
-from classicnets.evaluation import EvalResult, evaluate, evaluate_loader
+from classicnets.evaluation import evaluate
+from classicnets.metrics import EvalResult, evaluate_loader
 from classicnets.models import create_model
 from classicnets.models.dense import to_dense
 from classicnets.training import checkpoint
@@ -114,8 +115,16 @@ def test_evaluate_loader_reduce_sums_shards_like_one_process():
 
 def test_evaluate_loader_confusion_can_be_summed_in_place_by_the_caller():
     logits, labels = known_logits_batches()
-    result = evaluate_loader(Identity(), [(logits, labels)], 7)
-    result.confusion.add_(1)  # an inference tensor would refuse this outside inference_mode
+    first = evaluate_loader(Identity(), [(logits[:2], labels[:2])], 7)
+    second = evaluate_loader(Identity(), [(logits[2:], labels[2:])], 7)
+    total = first.confusion
+    total += second.confusion  # an inference tensor would refuse this outside inference_mode
+    whole = evaluate_loader(Identity(), [(logits, labels)], 7)
+    assert torch.equal(total, whole.confusion)
+    assert torch.equal(first.confusion, whole.confusion)  # summed in place: the caller's tensor is the total
+    expected = torch.zeros(7, 7, dtype=torch.int64)  # by hand: the rows' argmaxes are 0, 6, 6, 6
+    expected[0, 0] = expected[2, 6] = expected[0, 6] = expected[6, 6] = 1
+    assert torch.equal(total, expected)
 
 
 

@@ -62,6 +62,7 @@ def test_googlenet_bn_state_dict_equals_torchvisions_googlenet(aux_logits):
     assert shapes(ours) == shapes(theirs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bn", "alexnet"])
 def test_outputs_equal_torchvisions_at_224(name):
     torch.manual_seed(0)

@@ -127,6 +127,7 @@ def test_torchscript_export_round_trips_with_metadata(setup, tmp_path):
     assert json.loads(meta["classes"]) == CLASSES and json.loads(meta["mean"]) == MEAN
 
 
+@pytest.mark.slow
 def test_pt2_export_round_trips_for_any_batch_size(setup, tmp_path):
     path = export(setup["ckpt"], "pt2", tmp_path / "m.pt2")
     module = torch.export.load(path).module()

@@ -16,8 +16,7 @@ import classicnets
 from classicnets.training import checkpoint
 from test_train import PLAIN, cli_args
 
-pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                                reason="needs real Fashion-MNIST (Debian package dataset-fashion-mnist)")
+pytestmark = pytest.mark.realdata
 
 # LeNet has neither batch norm nor dropout, and learns within two epochs.
 SETTINGS = {**{k: v for k, v in PLAIN.items() if k != "width"}, "model": "lenet", "size": 28, "epochs": 2,
@@ -29,6 +28,7 @@ def _torchrun() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "torch.distributed.run"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("true") is None, reason="needs a POSIX system")
 def test_two_gloo_processes_follow_the_single_process_loss_curve(tmp_path):
     ddp_dir = tmp_path / "ddp"

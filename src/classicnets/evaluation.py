@@ -1,7 +1,7 @@
-"""Evaluation: accuracy over a loader, and the VGG paper's test protocols.
+"""Evaluation: the VGG paper's test protocols, and loading a trained net for inference.
 
-`evaluate_loader` is the trainer's per-epoch test: batches that are already transformed and on the
-device, top-1/top-5, mean cross-entropy and the confusion matrix in one pass.
+The plain test pass over a loader (the trainer's per-epoch test) is `classicnets.metrics.evaluate_loader`;
+this module builds the paper's protocols on the same counting (`classicnets.metrics`).
 
 `evaluate` runs the protocols of Simonyan & Zisserman (2015), Sec. 3.2 and 4.2-4.3, on uint8 images:
 each test scale Q rescales the short side to Q; the net sees a centre crop, the crop and its flip, or
@@ -12,114 +12,19 @@ scales and the two evaluation kinds, as the paper does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
+from classicnets.data import transforms
 from classicnets.errors import ClassicNetsError
+from classicnets.metrics import confusion_matrix, logits_of, per_class_accuracy, topk_correct
+from classicnets.models.dense import to_dense
+from classicnets.training import checkpoint
 
 CROP_MODES = ("center", "flip", "multi")
-
-
-@dataclass
-class EvalResult:
-    """Accuracy of one pass over a loader. Accuracies are fractions in [0, 1]."""
-
-    top1: float
-    top5: float  # top-min(5, K): equals top1 when there are fewer than 2 classes
-    loss: float  # mean cross-entropy
-    confusion: torch.Tensor  # K x K int64 on the CPU; rows = true class, columns = predicted
-    per_class: list[float]  # accuracy of each true class (0.0 for a class with no samples)
-    count: int
-
-
-def _logits(out) -> torch.Tensor:
-    # Nets with auxiliary classifiers return a namedtuple in training mode; eval mode gives a tensor.
-    return out.logits if isinstance(out, tuple) and hasattr(out, "logits") else out
-
-
-def _topk_correct(scores: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    """How many rows have their true class among the k highest scores (0-dim int64 tensor)."""
-    k = min(k, scores.shape[1])
-    return (scores.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
-
-
-def _confusion(y: torch.Tensor, pred: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).view(
-        num_classes, num_classes
-    )
-
-
-def _per_class(confusion: torch.Tensor) -> list[float]:
-    return (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
-
-
-def evaluate_loader(
-    model: torch.nn.Module,
-    loader: Iterable,
-    num_classes: int,
-    *,
-    autocast_dtype: torch.dtype | None = None,
-    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    flip: bool = False,
-) -> EvalResult:
-    """Top-1/top-5 accuracy, mean loss and confusion of `model` over (x, y) batches.
-
-    `flip` also runs each image mirrored and scores the average of the two soft-max posteriors, the VGG
-    paper's test-time flip (sec. 3.2); the loss is then the negative log of that average.
-
-    The batches must already be transformed and on the model's device. The model is run in eval mode
-    under inference_mode and its previous mode is restored. For data-parallel evaluation pass
-    `reduce`, an in-place sum over ranks (e.g. `Dist.sum_`): each rank then tests its own shard and
-    every rank gets the totals. Without it nothing is reduced, so a caller that sums itself does not
-    count twice.
-    """
-    was_training = model.training
-    model.eval()
-    confusion = None
-    loss_sum = top5 = None
-    try:
-        with torch.inference_mode():
-            for x, y in loader:
-                device_type = x.device.type
-                ctx = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-                with ctx:
-                    scores = _logits(model(x))
-                    mirrored = _logits(model(x.flip(-1))) if flip else None
-                scores = scores.float()
-                if mirrored is not None:  # log of the mean posterior: argmax, top-5 and NLL all use it
-                    scores = ((scores.softmax(1) + mirrored.float().softmax(1)) / 2).log()
-                if confusion is None:
-                    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=y.device)
-                    loss_sum = torch.zeros((), dtype=torch.float64, device=y.device)
-                    top5 = torch.zeros((), dtype=torch.int64, device=y.device)
-                loss_sum += F.cross_entropy(scores, y, reduction="sum").double()
-                top5 += _topk_correct(scores, y, 5)
-                confusion += _confusion(y, scores.argmax(1), num_classes)
-    finally:
-        model.train(was_training)
-    if confusion is None:  # an empty loader (or an empty shard): zeros that still sum correctly
-        confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        top5 = torch.zeros((), dtype=torch.int64)
-    sums = torch.stack([loss_sum, top5.double(), confusion.diag().sum().double(), confusion.sum().double()])
-    if reduce is not None:
-        sums = reduce(sums.clone())
-        confusion = reduce(confusion.clone())
-    loss_total, top5_total, top1_total, count = sums.tolist()
-    n = max(count, 1.0)
-    confusion = confusion.cpu().clone()  # a normal tensor, not an inference one: callers may sum it in place
-    return EvalResult(
-        top1=top1_total / n,
-        top5=top5_total / n,
-        loss=loss_total / n,
-        confusion=confusion,
-        per_class=_per_class(confusion),
-        count=int(count),
-    )
 
 
 # --- Loading a model for inference ------------------------------------------------------------------------
@@ -147,8 +52,6 @@ class InferenceModel:
 
 def load_inference_model(model_or_ckpt, device: str | torch.device | None = None) -> InferenceModel:
     """Accept a checkpoint path (or run dir), a loaded checkpoint dict, an InferenceModel or a bare net."""
-    from classicnets.training import checkpoint
-
     if isinstance(model_or_ckpt, InferenceModel):
         loaded = model_or_ckpt
     elif isinstance(model_or_ckpt, torch.nn.Module):
@@ -191,8 +94,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
 def prepare(images: torch.Tensor, scale: int, loaded_mean, loaded_std) -> torch.Tensor:
     """uint8 batch -> rescaled (short side `scale`) and normalised float32, exactly as the trainer's test
     transform does it (classicnets.data.transforms), so the default protocol reproduces its accuracy."""
-    from classicnets.data import transforms
-
     mean = loaded_mean if loaded_mean is not None else [0.0] * images.shape[1]
     return transforms.normalize(transforms.resize_short_side(images, scale), mean, loaded_std)
 
@@ -248,12 +149,10 @@ def _grid_positions(extent: int, size: int, grid: int) -> list[int]:
 
 def _crop_views(x: torch.Tensor, size: int, crops: str, grid: int) -> list[torch.Tensor]:
     """The crop batches the network sees for one rescaled batch."""
-    from classicnets.data.transforms import center_crop
-
     if crops == "center":
-        return [center_crop(x, size)]
+        return [transforms.center_crop(x, size)]
     if crops == "flip":
-        c = center_crop(x, size)
+        c = transforms.center_crop(x, size)
         return [c, c.flip(-1)]
     h, w = x.shape[-2:]
     views = []
@@ -347,8 +246,6 @@ def evaluate(
         model.to(memory_format=torch.channels_last)
     dense_model = None
     if dense:
-        from classicnets.models.dense import to_dense
-
         dense_model = to_dense(model).eval()
     was_training = model.training
     model.eval()
@@ -360,7 +257,7 @@ def evaluate(
     def softmax_of(net, x, spatial_mean: bool) -> torch.Tensor:
         ctx = torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
         with ctx:
-            scores = _logits(net(x.contiguous(memory_format=layout)))
+            scores = logits_of(net(x.contiguous(memory_format=layout)))
         scores = scores.float()
         if spatial_mean:  # dense: the class score map, averaged over space before the soft-max
             scores = scores.mean(dim=(2, 3))
@@ -400,16 +297,16 @@ def evaluate(
             model.to(memory_format=torch.contiguous_format)
 
     labels = labels.to(torch.int64).cpu()
-    confusion = _confusion(labels, posteriors.argmax(1), num_classes) if n else \
+    confusion = confusion_matrix(labels, posteriors.argmax(1), num_classes) if n else \
         torch.zeros(num_classes, num_classes, dtype=torch.int64)
     count = max(n, 1)
     top1 = int(confusion.diag().sum()) / count
-    top5 = int(_topk_correct(posteriors, labels, 5)) / count if n else 0.0
+    top5 = int(topk_correct(posteriors, labels, 5)) / count if n else 0.0
     if not views_per_scale:  # an empty data set: report what would have run
         views_per_scale = [0] * len(scales)
     return ProtocolResult(
         top1=top1, top5=top5,
-        per_class=_per_class(confusion), confusion=confusion, count=n,
+        per_class=per_class_accuracy(confusion), confusion=confusion, count=n,
         classes=list(getattr(dataset, "classes", None) or loaded.classes),
         protocol=_describe(scales, size, crops, dense, flip, grid, views_per_scale),
         views=sum(views_per_scale), scales=scales, crops=crops, dense=dense, posteriors=posteriors,

@@ -22,6 +22,8 @@ import torch
 
 from classicnets.errors import ClassicNetsError
 from classicnets.evaluation import InferenceModel, load_inference_model
+from classicnets.models import load_weights
+from classicnets.models.registry import create_model
 
 FORMATS = {  # format -> file suffix
     "onnx": ".onnx",
@@ -214,9 +216,6 @@ def _safetensors(loaded: InferenceModel, out: Path) -> None:
 
 def model_from_safetensors(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """Rebuild the net stored by `export(..., "safetensors")`: (model in eval mode, decoded metadata)."""
-    from classicnets.models import load_weights
-    from classicnets.models.registry import create_model
-
     tensors, meta = load_safetensors(path)
     if meta.get("format") != METADATA_FORMAT:
         raise ClassicNetsError(

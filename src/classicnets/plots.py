@@ -2,14 +2,20 @@
 
 Uses matplotlib's object API (no pyplot), so drawing never changes a notebook's backend or opens a
 window. `plot_run` draws one run's loss and accuracy curves (train vs test) and its confusion matrix;
-`plot_runs` overlays several runs, one colour each, labelled with the run name.
+`plot_runs` overlays several runs, one colour each, labelled with the run name; `plot_errors` draws
+grouped error bars (the VGG experiment's errors by configuration and protocol).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from classicnets.errors import ClassicNetsError
 
@@ -42,14 +48,10 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _figure(width=6.4, height=4.2):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), layout="constrained")
 
 
 def _curve(ax, epochs, key, **style):
-    from matplotlib.ticker import MaxNLocator
-
     points = [(r["epoch"], r[key]) for r in epochs if r.get(key) is not None]
     if points:
         ax.plot(*zip(*points), marker="o", markersize=3, **style)
@@ -87,8 +89,6 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
 def plot_confusion(confusion: list[list[int]], classes: list[str] | None, path: str | Path,
                    title: str = "") -> Path:
     """Rows are true classes, columns predictions; colour is the row fraction, text the count."""
-    import numpy as np
-
     counts = np.asarray(confusion, dtype=np.int64)
     k = counts.shape[0]
     classes = list(classes or [str(i) for i in range(k)])
@@ -131,3 +131,37 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     return out
+
+
+def plot_errors(groups: Sequence[str], series: Mapping[str, Sequence[tuple[float | None, float | None]]],
+                path: str | Path, title: str, ylabel: str = "top-1 test error (%)") -> Path:
+    """Grouped bars: one group per label in `groups`, in it one bar per series (named in the legend).
+
+    Each series has one (mean, std) per group; the std is drawn as an error bar. A None mean draws no bar,
+    a None std no error bar. When every bar is well above 0 the y axis is zoomed on the differences.
+    """
+    fig = _figure(max(7.0, 1.1 * len(groups) + 2), 4.4)
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    lows, highs = [], []
+    for i, (name, cells) in enumerate(series.items()):
+        bars = [(j, m, sd) for j, (m, sd) in enumerate(cells) if m is not None]
+        if not bars:
+            continue
+        xs = [j + (i - (len(series) - 1) / 2) * width for j, _, _ in bars]
+        means, stds = [m for _, m, _ in bars], [sd or 0.0 for _, _, sd in bars]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=name)
+        lows += [m - sd for m, sd in zip(means, stds, strict=True)]
+        highs += [m + sd for m, sd in zip(means, stds, strict=True)]
+    ax.set_xticks(range(len(groups)), list(groups))
+    if lows and min(lows) > 0.5 * max(highs):  # the differences are what matter: zoom in on them
+        span = max(highs) - min(lows)
+        ax.set_ylim(max(0.0, min(lows) - 0.5 * span - 0.5), max(highs) + 0.3 * span + 0.5)
+        ylabel += ", axis not from 0"
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if lows:
+        ax.legend(fontsize=8, ncols=3)
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=120)
+    return Path(path)

@@ -12,8 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from torchvision.transforms.v2.functional import rgb_to_grayscale
 
+from classicnets.data.transforms import eval_transform
 from classicnets.errors import ClassicNetsError
 from classicnets.evaluation import InferenceModel, load_inference_model, model_device
 
@@ -32,9 +36,6 @@ def read_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
     PIL, not torchvision.io: torchvision's decoders are deprecated from 0.29 on, and PIL reads more formats.
     Alpha is dropped; an animated image gives its first frame.
     """
-    import numpy as np
-    from PIL import Image
-
     path = Path(path)
     if not path.is_file():
         raise ClassicNetsError(f"image {path} does not exist: check the path")
@@ -56,16 +57,12 @@ def _match_channels(image: torch.Tensor, channels: int, source: str) -> torch.Te
     if image.shape[0] == 1 and channels == 3:
         return image.expand(3, -1, -1)
     if image.shape[0] in (3, 4) and channels == 1:
-        from torchvision.transforms.v2.functional import rgb_to_grayscale
-
         return rgb_to_grayscale(image[:3])
     raise ClassicNetsError(f"{source} has {image.shape[0]} channels; the net takes {channels}")
 
 
 def preprocess(loaded: InferenceModel, image: torch.Tensor) -> torch.Tensor:
     """One uint8 C x H x W image -> the normalised 1 x C x S x S batch the net was tested on."""
-    from classicnets.data.transforms import eval_transform
-
     scale = loaded.resize or loaded.input_size
     mean = loaded.mean if loaded.mean is not None else [0.0] * loaded.in_channels
     transform = eval_transform(loaded.input_size, resize=scale, mean=mean, std=loaded.std)

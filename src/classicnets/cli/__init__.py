@@ -1,7 +1,9 @@
 """`classicnets` command line: a thin shell over the Python API.
 
 Each area registers its subcommands from its own module (models, data, train, evaluate, bench,
-reproduce), so one file never grows into a tangle. Errors the user can fix arrive as
+reproduce), so one file never grows into a tangle. This package is the one place that imports lazily,
+inside the command functions: registering the subcommands loads only torch-free modules (configs,
+settings, the papers' tables), so `classicnets --help` answers in a fraction of a second. Errors the user can fix arrive as
 `ClassicNetsError` and are printed as one line with exit code 2.
 """
 

@@ -8,7 +8,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from classicnets.bench import PRECISIONS, BenchSettings
+    from classicnets.bench.settings import PRECISIONS, BenchSettings
     from classicnets.training.config import RECIPES
 
     d, fast = BenchSettings(), RECIPES["fast"]

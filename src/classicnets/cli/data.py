@@ -55,7 +55,7 @@ def _list(args) -> int:
 def _info(args) -> int:
     from classicnets import data
 
-    if args.name.startswith(data.FOLDER_PREFIX):
+    if data.is_folder(args.name):
         return _folder_info(args)
     spec = data.get_spec(args.name)
     splits = {s: data.load(spec.name, s, args.data_dir, download=False, verify=not args.no_verify)
@@ -119,7 +119,7 @@ def _folder_info(args) -> int:
 def _get(args) -> int:
     from classicnets import data
 
-    if args.name.startswith(data.FOLDER_PREFIX):
+    if data.is_folder(args.name):
         print(f"{args.name}: an image folder is already local; nothing to download")
         return 0
     spec = data.get_spec(args.name)

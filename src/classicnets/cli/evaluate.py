@@ -9,6 +9,10 @@ from pathlib import Path
 
 from classicnets.errors import ClassicNetsError
 
+# classicnets.export.FORMATS, named here so that `classicnets --help` need not import torch (a test keeps
+# the two equal).
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "safetensors")
+
 MAX_PRINTED_CONFUSION = 20  # classes; a larger matrix goes to --out only
 
 
@@ -56,14 +60,12 @@ def register(subparsers) -> None:
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=_predict)
 
-    from classicnets.export import FORMATS
-
     r = subparsers.add_parser("export", help="write a checkpoint as ONNX, TorchScript, .pt2 or safetensors",
                               description="Export a checkpoint for deployment. Class names, input size and "
                                           "normalisation travel inside the file as metadata. torchscript is "
                                           "deprecated in recent torch; pt2 (torch.export) is its successor.")
     r.add_argument("checkpoint", metavar="CHECKPOINT")
-    r.add_argument("--format", required=True, choices=list(FORMATS), dest="fmt")
+    r.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="fmt")
     r.add_argument("--out", metavar="PATH", help="output file (default: beside the checkpoint, same stem)")
     r.set_defaults(func=_export)
 
@@ -104,7 +106,7 @@ def _eval(args) -> int:
     name = args.data or loaded.data_name
     if not name:
         raise ClassicNetsError(f"{args.checkpoint} does not say which data set it was trained on: pass --data NAME")
-    split = args.split or ("val" if name.startswith(data.FOLDER_PREFIX) else "test")
+    split = args.split or data.test_split(name)
     dataset = data.load(name, split, root=args.data_dir)
     if args.limit is not None:
         if args.limit < 1:

@@ -6,12 +6,13 @@ import argparse
 
 
 def register(subparsers) -> None:
-    from classicnets.reproduce import CONFIGS, DEFAULT_JOBS, DEFAULT_RECIPE, RECIPES, Settings
+    from classicnets.experiments.vgg.paper import DEFAULT_GRID_RECIPE, GRID_RECIPES, GRID_ROWS
+    from classicnets.experiments.vgg.settings import DEFAULT_JOBS, GridSettings
 
     parser = subparsers.add_parser("reproduce", help="re-check a paper's claims at small scale (vgg)")
     sub = parser.add_subparsers(dest="paper", metavar="PAPER", parser_class=type(parser))
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
-    defaults = Settings()
+    defaults = GridSettings()
     p = sub.add_parser(
         "vgg", help="train A, A-LRN, B, C, D, E (+ D jittered, D warm-started) and test the paper's claims",
         description="Train the VGG paper's configurations with one recipe and several seeds, test each "
@@ -39,10 +40,10 @@ def register(subparsers) -> None:
                    help=f"train on the first N training images (default: {_all(defaults.limit_train)})")
     p.add_argument("--limit-test", type=_limit, default=defaults.limit_test, metavar="N|none",
                    help=f"test on the first N test images (default: {_all(defaults.limit_test)})")
-    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+    p.add_argument("--recipe", choices=list(GRID_RECIPES), default=DEFAULT_GRID_RECIPE,
                    help="training recipe of every run: small = the paper's, made to learn in a few epochs "
                         "(He init, lr 0.02, batch 64, warm-up + cosine); paper = the trainer's paper recipe "
-                        f"(default: {DEFAULT_RECIPE})")
+                        f"(default: {DEFAULT_GRID_RECIPE})")
     p.add_argument("--bn", action="store_true",
                    help="use the _bn variants (batch norm: not the paper's nets)")
     p.add_argument("--grid", type=int, default=defaults.grid, metavar="N",
@@ -59,7 +60,7 @@ def register(subparsers) -> None:
                    help="any other `classicnets train` setting for every run, e.g. --set device=cuda "
                         "--set precision=bf16 --set progress=lines (repeatable)")
     p.add_argument("--configs", metavar="LIST",
-                   help=f"only these rows, comma-separated, of {','.join(CONFIGS)} (warm-start sources are "
+                   help=f"only these rows, comma-separated, of {','.join(GRID_ROWS)} (warm-start sources are "
                         "added)")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report from the runs finished so far")
@@ -92,7 +93,7 @@ def _threads(text: str) -> int | None:
 
 
 def _vgg(args: argparse.Namespace) -> int:
-    from classicnets.reproduce import parse_train_options, reproduce_vgg
+    from classicnets.experiments.vgg import parse_train_options, reproduce_vgg
 
     result = reproduce_vgg(
         args.out, seeds=args.seeds, data_dir=args.data_dir, threads=args.threads, jobs=args.jobs,

@@ -19,7 +19,7 @@ from classicnets.data import transforms
 from classicnets.data.dataset import ArrayDataset, stratified_holdout
 from classicnets.data.folder import FolderDataset, scan_folder
 from classicnets.data.loader import EpochOrder, StreamingLoader, TensorLoader, make_loader
-from classicnets.data.sources import DATASETS, fetch, get_spec, locate, user_root
+from classicnets.data.sources import DATASETS, fetch, get_spec, load_named, locate, user_root
 
 FOLDER_PREFIX = "folder:"
 
@@ -46,15 +46,23 @@ def load(
     tensors for the next load. Folders: image_size, skip_bad, val_fraction and seed as in
     `folder.scan_folder`; in_memory=False returns a `FolderDataset` to stream with `StreamingLoader`.
     """
-    if name.startswith(FOLDER_PREFIX):
+    if is_folder(name):
         folder = scan_folder(
             name[len(FOLDER_PREFIX):], split, image_size=image_size, skip_bad=skip_bad,
             val_fraction=val_fraction, seed=seed,
         )
         return folder.to_memory() if in_memory else folder
-    from classicnets.data.sources import load_named
-
     return load_named(name, split, root, download=download, verify=verify, cache=cache)
+
+
+def is_folder(name: str) -> bool:
+    """Does this data name point at an image folder ("folder:PATH") rather than a named data set?"""
+    return name.startswith(FOLDER_PREFIX)
+
+
+def test_split(name: str) -> str:
+    """The split a run is tested on: an image folder's held-out "val", a named data set's "test"."""
+    return "val" if is_folder(name) else "test"
 
 
 def list_datasets() -> list[str]:
@@ -70,12 +78,14 @@ __all__ = [
     "TensorLoader",
     "fetch",
     "get_spec",
+    "is_folder",
     "list_datasets",
     "load",
     "locate",
     "make_loader",
     "scan_folder",
     "stratified_holdout",
+    "test_split",
     "transforms",
     "user_root",
 ]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
 from classicnets.data.dataset import ArrayDataset, stratified_holdout
 from classicnets.errors import ClassicNetsError
@@ -170,8 +172,6 @@ def decode(path: str, channels: int) -> torch.Tensor:
     PIL rather than torchvision.io: torchvision 0.29 deprecates its decoders, and PIL's mode conversions
     (palette, grayscale+alpha, CMYK) are the reference behaviour users know from the tutorials.
     """
-    from PIL import Image
-
     with Image.open(path) as im:
         if im.mode.startswith("I;16"):  # 16-bit grayscale: keep the high byte instead of clipping
             array = (np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)
@@ -191,8 +191,6 @@ def _bad_image_message(path: str, reason: str) -> str:
 
 def resize_and_crop(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Rescale so the image covers `size` (antialiased), then take the centre: aspect ratio kept."""
-    import torch.nn.functional as F
-
     h, w = image.shape[1:]
     scale = max(size[0] / h, size[1] / w)
     new = (max(size[0], round(h * scale)), max(size[1], round(w * scale)))
@@ -201,7 +199,7 @@ def resize_and_crop(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out[:, top : top + size[0], left : left + size[1]].contiguous()
 
 
-def _collate(items):
+def collate_images(items):
     images = torch.stack([it[0] for it in items])
     labels = torch.stack([torch.as_tensor(it[1]) for it in items])
     errors = [(k, it[2]) for k, it in enumerate(items) if it[2]]
@@ -212,7 +210,7 @@ def _iterate(decoder: ImageDecoder, indices: list[int], num_workers: int, chunk:
     """(images, labels, errors) for consecutive chunks of `indices`, decoded in worker processes if asked."""
     batches = [indices[i : i + chunk] for i in range(0, len(indices), chunk)]
     loader = torch.utils.data.DataLoader(
-        decoder, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate
+        decoder, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_images
     )
     yield from loader
 
@@ -300,8 +298,6 @@ def scan_folder(
 
 
 def _decide_format(files, labels, classes, root, split, image_size, skip_bad, holdout, val_fraction, seed):
-    from PIL import Image, UnidentifiedImageError
-
     sizes, color, gray, skipped, good = [], 0, 0, [], []
     for i, path in enumerate(files):
         try:

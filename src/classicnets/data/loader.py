@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from classicnets.data.folder import FolderDataset, collate_images
 from classicnets.errors import ClassicNetsError
 
 Transform = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -209,8 +210,6 @@ class StreamingLoader(_PositionMixin):
         self.epoch, self.position = 0, 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from classicnets.data.folder import _collate
-
         perm = self.order.permutation(self.epoch).tolist()
         first = self.position
         batches = [perm[slice(*self.order.bounds(b))] for b in range(first, len(self))]
@@ -221,7 +220,7 @@ class StreamingLoader(_PositionMixin):
             self.decoder,
             batch_sampler=batches,
             num_workers=self.num_workers,
-            collate_fn=_collate,
+            collate_fn=collate_images,
             pin_memory=self.device.type == "cuda",
         )
         for batch, (images, labels, errors) in enumerate(loader, start=first):
@@ -241,8 +240,6 @@ class StreamingLoader(_PositionMixin):
 
 def make_loader(dataset, batch_size: int, **kwargs):
     """A `TensorLoader` for an in-memory `ArrayDataset`, a `StreamingLoader` for a streamed folder."""
-    from classicnets.data.folder import FolderDataset
-
     if isinstance(dataset, FolderDataset):
         return StreamingLoader(dataset, batch_size, **kwargs)
     kwargs.pop("num_workers", None)

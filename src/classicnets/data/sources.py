@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import utils as tv_utils
 
 from classicnets.data import formats
 from classicnets.data.dataset import ArrayDataset
@@ -302,8 +303,6 @@ def _reason(e: BaseException) -> str:
 
 
 def _download_idx(spec: DatasetSpec, target: Path) -> None:
-    from torchvision.datasets.utils import download_url
-
     target.mkdir(parents=True, exist_ok=True)
     with _socket_timeout(DOWNLOAD_TIMEOUT_S), tempfile.TemporaryDirectory(dir=target, prefix=".get-") as tmp:
         for file in spec.files():
@@ -312,7 +311,7 @@ def _download_idx(spec: DatasetSpec, target: Path) -> None:
             errors = []
             for mirror in spec.mirrors:
                 try:  # torchvision checks the MD5 and raises if it differs
-                    download_url(mirror + file.name + ".gz", tmp, filename=file.name + ".gz", md5=file.md5)
+                    tv_utils.download_url(mirror + file.name + ".gz", tmp, filename=file.name + ".gz", md5=file.md5)
                     break
                 except (OSError, RuntimeError) as e:
                     errors.append(_reason(e))
@@ -324,12 +323,10 @@ def _download_idx(spec: DatasetSpec, target: Path) -> None:
 
 
 def _download_archive(spec: DatasetSpec, target: Path) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
-
     url, md5 = spec.archive
     target.mkdir(parents=True, exist_ok=True)
     with _socket_timeout(DOWNLOAD_TIMEOUT_S), tempfile.TemporaryDirectory(dir=target, prefix=".get-") as tmp:
-        download_and_extract_archive(url, download_root=tmp, extract_root=tmp, md5=md5)
+        tv_utils.download_and_extract_archive(url, download_root=tmp, extract_root=tmp, md5=md5)
         final = target / spec.subdirs[0]
         if final.exists():
             shutil.rmtree(final)

@@ -17,6 +17,9 @@ from torch import nn
 
 from classicnets.errors import ClassicNetsError
 
+# Every family registers itself when `classicnets.models` is imported, which Python always does before
+# this module (it lives in that package), so the registry below is complete by the time it is asked.
+
 IMAGENET_SETTING = {"num_classes": 1000, "in_channels": 3, "input_size": 224}
 FAMILY_ORDER = ("vgg", "alexnet", "nin", "googlenet", "lenet")  # list_models order
 
@@ -51,17 +54,12 @@ def register(*, family: str, paper: str, options: Callable, torchvision: str | N
     return decorate
 
 
-def _ensure_loaded() -> None:
-    import classicnets.models  # noqa: F401  (importing the package registers every family)
-
-
 def _normalise(name: str) -> str:
     return str(name).strip().lower().replace("-", "_")
 
 
 def get_entry(name: str) -> ModelEntry:
     """The registry entry for `name`, or a ClassicNetsError suggesting close names."""
-    _ensure_loaded()
     key = _normalise(name)
     if key in _MODELS:
         return _MODELS[key]
@@ -72,7 +70,6 @@ def get_entry(name: str) -> ModelEntry:
 
 def list_models() -> list[str]:
     """Every registered net, grouped by family in the order of the papers."""
-    _ensure_loaded()
     rank = {family: i for i, family in enumerate(FAMILY_ORDER)}
     return sorted(_MODELS, key=lambda n: rank.get(_MODELS[n].family, len(rank)))  # stable: keeps file order
 

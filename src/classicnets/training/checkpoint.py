@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from classicnets.errors import ClassicNetsError
+from classicnets.models import load_weights
+from classicnets.models.registry import create_model
 
 FORMAT = "classicnets.checkpoint"
 VERSION = 1
@@ -110,9 +114,34 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
 
 def build_model(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the net a checkpoint describes and load its weights (eval mode)."""
-    from classicnets.models import load_weights
-    from classicnets.models.registry import create_model
-
     model = create_model(ckpt["model_name"], **ckpt.get("model_kwargs", {}))
     load_weights(model, ckpt["model"])
     return model.eval()
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Python's, numpy's, torch's (and the GPU's) generator states as tensors and plain lists, so a
+    checkpoint holding them loads with weights_only=True."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Put back what `rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -342,6 +342,27 @@ def validate(c: TrainConfig) -> None:
         raise ClassicNetsError(f"device must be auto, cpu, cuda or cuda:N; got {c.device!r}")
 
 
+def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A config taken as it is, with some values changed (checked like flags)."""
+    values = merge(config.to_dict(), {k: convert(k, v) for k, v in overrides.items()})
+    new = TrainConfig(**values)
+    validate(new)
+    return new
+
+
+def resume_config(saved: dict[str, Any], overrides: dict[str, Any], run_dir: str | Path) -> TrainConfig:
+    """The config of a run being resumed: the values saved in its checkpoint, changed only where
+    `overrides` change how it runs, not what it computes (RESUME_MAY_CHANGE); anything else is refused."""
+    saved = {k: v for k, v in saved.items() if k in FIELDS}
+    explicit = {k: convert(k, v) for k, v in overrides.items()}
+    resume_conflicts(saved, explicit)
+    values = merge({**TrainConfig().to_dict(), **saved}, explicit)
+    values["run_dir"] = str(run_dir)
+    config = TrainConfig(**values)
+    validate(config)
+    return config
+
+
 def resume_conflicts(saved: dict[str, Any], explicit: dict[str, Any]) -> None:
     """Refuse to resume with settings that change what the run computes."""
     for key, value in explicit.items():

@@ -8,6 +8,7 @@ peak cannot be reset, each reading is the peak of the largest batch tried so far
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import resource
 import sys
@@ -44,8 +45,6 @@ def release_free_memory() -> None:
     """Return freed heap memory to the OS (glibc malloc_trim), so RSS counts only what is in use."""
     gc.collect()
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: RSS may then include freed memory
         pass
@@ -58,8 +57,6 @@ _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 
 def _mallopt(param: int, value: int) -> bool:
     try:
-        import ctypes
-
         return ctypes.CDLL("libc.so.6").mallopt(param, value) == 1
     except (OSError, AttributeError):  # not glibc
         return False

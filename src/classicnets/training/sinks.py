@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
+from classicnets.errors import ClassicNetsError
+
 
 def format_epoch(r: dict[str, Any]) -> str:
     """The tutorials' per-epoch line, plus the learning rate."""
@@ -69,13 +73,9 @@ class BarSink(LinesSink):
         self.bar = None
 
     def _print(self, text, warning=False):
-        from tqdm import tqdm
-
         tqdm.write(text, file=sys.stderr if warning else sys.stdout)
 
     def step(self, done, total, loss):
-        from tqdm import tqdm
-
         if self.bar is None or done == 1 or self.bar.total != total:
             self._close_bar()
             self.bar = tqdm(total=total, leave=False, dynamic_ncols=True, unit="step", file=sys.stderr)
@@ -164,8 +164,6 @@ def tensorboard_available() -> bool:
 
 
 def make_sinks(run_dir: Path, progress: str, tensorboard: str, is_tty: bool | None = None) -> list[Sink]:
-    from classicnets.errors import ClassicNetsError
-
     if is_tty is None:
         is_tty = sys.stdout.isatty()
     mode = ("bar" if is_tty else "lines") if progress == "auto" else progress
