@@ -65,6 +65,7 @@ def test_the_report_shows_each_figure_and_the_ratio(tiny_result):
     assert f"{tiny_result.speedup:.2f}x" in text
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_cli_json_parses_and_skips_what_was_switched_off(capsys):
     code = main(["bench", *TINY_FLAGS, "--precision", "fp32", "--no-channels-last", "--no-baseline",
@@ -92,6 +93,7 @@ def test_bad_values_exit_2_with_one_line(flags, message, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @needs_fashion_mnist
 def test_an_input_too_small_for_the_net_exits_2_with_one_line(capsys):
     code = main(["bench", *TINY_FLAGS, "--size", "16"])
@@ -99,6 +101,7 @@ def test_an_input_too_small_for_the_net_exits_2_with_one_line(capsys):
     assert code == 2 and "32" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU fp16 is allowed")
 @needs_fashion_mnist
 def test_fp16_on_a_cpu_exits_2_and_names_bf16(capsys):

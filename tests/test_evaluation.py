@@ -280,6 +280,8 @@ def test_evaluate_refuses_unknown_crops(tiny_vgg, toy_images):
         evaluate(tiny_vgg, toy_images, crops="five")
     with pytest.raises(ClassicNetsError, match="nothing to evaluate"):
         evaluate(tiny_vgg, toy_images, crops=None)
+    with pytest.raises(ClassicNetsError, match="batch_size must be 1 or more; got 0"):
+        evaluate(tiny_vgg, toy_images, batch_size=0)
 
 
 def test_evaluate_loader_flip_is_the_papers_centre_crop_and_flip_protocol(tmp_path, tiny_vgg, toy_images):

@@ -430,6 +430,7 @@ def test_dropout_in_place_on_4d_maps_and_identity_in_eval_or_at_zero():
     assert torch.equal(Dropout(1.0).train()(z), torch.zeros_like(z))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg11", "alexnet", "nin", "googlenet"])
 def test_every_nets_dropout_is_the_fast_one(name):
     net = create_model(name, num_classes=10)

@@ -96,6 +96,7 @@ def test_best_checkpoint_rebuilds_the_net_with_clean_keys(learned):
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_resuming_with_another_model_is_refused(learned):
     with pytest.raises(ClassicNetsError, match="cannot resume with model='vgg13_bn'"):
         classicnets.train(resume=learned.run_dir, model="vgg13_bn")
@@ -107,10 +108,12 @@ def test_resuming_a_finished_run_says_how_to_train_longer(learned):
 
 
 def test_a_used_run_dir_is_not_overwritten(learned):
-    with pytest.raises(ClassicNetsError, match="already holds a run: resume it with --resume"):
+    with pytest.raises(ClassicNetsError, match=r"already holds a run \(last.pt, best.pt, metrics.jsonl, "
+                                               r"config.toml\): resume it with --resume"):
         classicnets.train(**TINY, run_dir=str(learned.run_dir))
 
 
+@pytest.mark.slow
 def test_cli_prints_the_tutorials_epoch_line(tmp_path, capsys):
     settings = {**TINY, "epochs": 1, "limit_train": 128}
     code = main(["train", *cli_args(settings), "--run-dir", str(tmp_path / "r")])
@@ -120,6 +123,7 @@ def test_cli_prints_the_tutorials_epoch_line(tmp_path, capsys):
                      r"\d+\.\d examples/sec, lr 0\.02$", out, re.MULTILINE), out
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from classicnets.training import setup
 
@@ -177,6 +181,7 @@ def test_activation_checkpointing_gives_the_same_weights(tmp_path):
     assert _same_training(plain.run_dir, recomputed.run_dir)  # also: the same state_dict keys
 
 
+@pytest.mark.slow
 def test_a_net_stuck_at_chance_gets_a_warning_with_the_fix(tmp_path, capsys):
     classicnets.train(**{**TINY, "model": "vgg11", "init": "normal", "lr": 1e-6, "limit_train": 128},
                       run_dir=str(tmp_path / "stuck"))
@@ -214,6 +219,7 @@ def test_test_flip_reports_the_papers_flip_protocol_each_epoch(tmp_path, capsys)
     assert abs(centre - flip) > 5 * abs(epoch["test_loss"] - flip)
 
 
+@pytest.mark.slow
 def test_stop_at_accuracy_ends_the_run_and_records_the_time(tmp_path):
     result = classicnets.train(**{**TINY, "epochs": 5}, stop_at_accuracy=0.2,
                                run_dir=str(tmp_path / "target"))
@@ -235,6 +241,7 @@ def test_auto_batch_within_a_generous_budget_takes_the_whole_batch(tmp_path, cap
     assert 0 < summary["peak_memory"] < parse_bytes(budget)
 
 
+@pytest.mark.slow
 def test_auto_batch_below_what_one_image_needs_is_a_clear_error(tmp_path):
     with pytest.raises(ClassicNetsError, match=r"a micro-batch of 1 needs .* but the budget is 1\.0 MiB"):
         classicnets.train(**{**TINY, "batch_size": "auto"}, max_memory="1MiB",
@@ -308,6 +315,7 @@ def test_killed_at_any_step_and_resumed_equals_never_stopped(tmp_path):
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in never_stopped.history]
 
 
+@pytest.mark.slow
 def test_warm_start_copies_the_trained_net_a_into_a_deeper_vgg(learned, tmp_path, capsys):
     result = classicnets.train(**{**TINY, "model": "vgg13_bn", "epochs": 1, "limit_train": 64},
                                warm_start=str(learned.run_dir / "best.pt"), run_dir=str(tmp_path / "b"))

@@ -66,8 +66,10 @@ def load_inference_model(model_or_ckpt, device: str | torch.device | None = None
             in_channels=int(m.in_channels), input_size=int(m.input_size), resize=None, mean=None, std=None,
         )
     else:
-        ckpt = model_or_ckpt if isinstance(model_or_ckpt, dict) else checkpoint.load(model_or_ckpt)
-        model = checkpoint.build_model(ckpt)
+        # load() and build_model() check the file before any net is built: one line naming it if it is bad
+        source = None if isinstance(model_or_ckpt, dict) else checkpoint.input_file(model_or_ckpt)
+        ckpt = model_or_ckpt if source is None else checkpoint.load(source)
+        model = checkpoint.build_model(ckpt, source)
         data = ckpt.get("data") or {}
         num_classes = int(model.num_classes)
         classes = list(data.get("classes") or [str(i) for i in range(num_classes)])
@@ -232,6 +234,8 @@ def evaluate(
         raise ClassicNetsError("nothing to evaluate: pass crops='center', 'flip' or 'multi', or dense=True")
     if grid < 1:
         raise ClassicNetsError(f"grid must be 1 or more (the paper uses 5); got {grid}")
+    if batch_size < 1:
+        raise ClassicNetsError(f"batch_size must be 1 or more; got {batch_size}")
     too_small = [q for q in scales if q < size]
     if too_small:
         raise ClassicNetsError(

@@ -10,12 +10,13 @@ needs no extra package; files load with the `safetensors` package too.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
 import sys
-import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from classicnets.errors import ClassicNetsError
 from classicnets.evaluation import InferenceModel, load_inference_model
 from classicnets.models import load_weights
 from classicnets.models.registry import create_model
+from classicnets.training import checkpoint, paths
 
 FORMATS = {  # format -> file suffix
     "onnx": ".onnx",
@@ -53,24 +55,27 @@ def metadata(loaded: InferenceModel) -> dict[str, str]:
 
 def default_output(checkpoint_path: str | os.PathLike, fmt: str) -> Path:
     """Beside the checkpoint, same stem: runs/x/best.pt -> runs/x/best.onnx (a run dir: its last.pt)."""
-    path = Path(checkpoint_path)
-    if path.is_dir():
-        path = path / "last.pt"
+    path = checkpoint.input_file(checkpoint_path)
     return path.parent / (path.stem + FORMATS[fmt])
 
 
 def export(model_or_ckpt, fmt: str, out: str | os.PathLike | None = None) -> Path:
-    """Write `model_or_ckpt` (a checkpoint path, dict, or InferenceModel) in format `fmt`; returns the path."""
+    """Write `model_or_ckpt` (a checkpoint path, dict, or InferenceModel) in format `fmt`; returns the path.
+
+    `out` is refused before any work if it is the checkpoint itself (also through a link), a folder or
+    another checkpoint; the file is written atomically, so a failed export (full disk, read-only folder)
+    leaves no partial file and is one ClassicNetsError line."""
     if fmt not in FORMATS:
         raise ClassicNetsError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    from_file = isinstance(model_or_ckpt, (str, os.PathLike))
     if out is None:
-        if not isinstance(model_or_ckpt, (str, os.PathLike)):
+        if not from_file:
             raise ClassicNetsError("pass out=PATH: there is no checkpoint file to write beside")
         out = default_output(model_or_ckpt, fmt)
+    inputs = [checkpoint.input_file(model_or_ckpt)] if from_file else []
+    out = paths.check_output(out, inputs)
     loaded = load_inference_model(model_or_ckpt, "cpu")
     loaded.model.eval()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     writer = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2, "safetensors": _safetensors}[fmt]
     writer(loaded, out)
     return out
@@ -82,20 +87,20 @@ def example_input(loaded: InferenceModel, batch: int = 2) -> torch.Tensor:
 
 
 def _write_atomically(out: Path, write) -> None:
-    """write(tmp_path) then rename onto `out`, so a failed export leaves no half file."""
-    # The temp name keeps the suffix: torch.export checks it. mkstemp makes it private; a deployable
-    # file gets the ordinary permissions (what the umask allows).
-    fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp{out.suffix}", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """write(tmp_path) then rename onto `out`, so a failed export leaves no half file; a full disk or a
+    read-only folder is one ClassicNetsError line. The temp name keeps the suffix: torch.export checks it."""
+    checkpoint.atomic_write(out, write, keep_suffix=True)
+
+
+def _in_memory(save) -> Callable[[Path], None]:
+    """A writer that serialises with save(BytesIO) first and then writes the bytes from Python: torch's own
+    file writer aborts the process when the disk fills (its destructor throws again), Python's raises."""
+    def write(tmp: Path) -> None:
+        buffer = io.BytesIO()
+        save(buffer)
+        tmp.write_bytes(buffer.getbuffer())
+
+    return write
 
 
 def _torchscript(loaded: InferenceModel, out: Path) -> None:
@@ -104,7 +109,7 @@ def _torchscript(loaded: InferenceModel, out: Path) -> None:
         warnings.simplefilter("ignore", FutureWarning)  # deprecated upstream, still supported: see pt2
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input-size checks become constants
         traced = torch.jit.trace(loaded.model, example_input(loaded))
-        _write_atomically(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
+        _write_atomically(out, _in_memory(lambda f: torch.jit.save(traced, f, _extra_files=extra)))
 
 
 def _dynamic_batch():
@@ -114,7 +119,7 @@ def _dynamic_batch():
 def _pt2(loaded: InferenceModel, out: Path) -> None:
     program = torch.export.export(loaded.model, (example_input(loaded),), dynamic_shapes=_dynamic_batch())
     extra = {EXTRA_FILE: json.dumps(metadata(loaded))}
-    _write_atomically(out, lambda tmp: torch.export.save(program, tmp, extra_files=extra))
+    _write_atomically(out, _in_memory(lambda f: torch.export.save(program, f, extra_files=extra)))
 
 
 def _onnx(loaded: InferenceModel, out: Path) -> None:
@@ -175,7 +180,10 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     path = Path(path)
     if not path.is_file():
         raise ClassicNetsError(f"{path} does not exist: pass a .safetensors file")
-    raw = bytearray(path.read_bytes())
+    try:
+        raw = bytearray(path.read_bytes())
+    except OSError as e:
+        raise ClassicNetsError(f"cannot read {path} ({(e.strerror or type(e).__name__).lower()}): check the file") from None
     bad = f"{path} is not a safetensors file"
     if len(raw) < 8:
         raise ClassicNetsError(f"{bad} (too short)")
@@ -184,9 +192,13 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
         raise ClassicNetsError(f"{bad} (header length {size} exceeds the file)")
     try:
         header = json.loads(raw[8:8 + size].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ClassicNetsError(f"{bad} (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ClassicNetsError(f"{bad} (its header is not a JSON object)")
     meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ClassicNetsError(f"{bad} (its __metadata__ is not a map of strings)")
     start = 8 + size
     tensors = {}
     for name, entry in header.items():
@@ -194,6 +206,8 @@ def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
             dtype = _FROM_NAME[entry["dtype"]]
             shape = [int(s) for s in entry["shape"]]
             begin, end = (int(v) for v in entry["data_offsets"])
+            if min(shape, default=0) < 0:
+                raise ValueError
         except (KeyError, TypeError, ValueError):
             raise ClassicNetsError(f"{bad} (entry {name!r} is malformed or of an unsupported dtype)") from None
         count = 1
@@ -215,20 +229,33 @@ def _safetensors(loaded: InferenceModel, out: Path) -> None:
 
 
 def model_from_safetensors(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the net stored by `export(..., "safetensors")`: (model in eval mode, decoded metadata)."""
+    """Rebuild the net stored by `export(..., "safetensors")`: (model in eval mode, decoded metadata).
+    The tensors are checked against the net its metadata describes (built on the meta device) first."""
     tensors, meta = load_safetensors(path)
     if meta.get("format") != METADATA_FORMAT:
         raise ClassicNetsError(
             f"{path} holds no classicnets metadata (model name and options): load its tensors with "
             "load_safetensors and build the net yourself")
-    info = decode_metadata(meta)
+    info = decode_metadata(meta, path)
+    try:
+        checkpoint.check({"model_name": info["model_name"], "model_kwargs": info["model_kwargs"],
+                          "model": tensors}, path)
+    except ClassicNetsError as e:
+        again = "the file is damaged or was edited: export it again from its checkpoint"
+        raise ClassicNetsError(str(e).replace(checkpoint.DAMAGED, again)) from None
     model = create_model(info["model_name"], **info["model_kwargs"])
     load_weights(model, tensors)
     return model.eval(), info
 
 
-def decode_metadata(meta: dict[str, str]) -> dict:
-    """The string metadata of an export back as Python values."""
-    info = {key: json.loads(value) for key, value in meta.items() if key not in ("format", "model_name")}
-    info["model_name"] = meta["model_name"]
+def decode_metadata(meta: dict[str, str], path: str | os.PathLike = "the export") -> dict:
+    """The string metadata of an export back as Python values; damaged metadata is one ClassicNetsError."""
+    try:
+        info = {key: json.loads(value) for key, value in meta.items() if key not in ("format", "model_name")}
+    except (TypeError, ValueError, RecursionError):
+        raise ClassicNetsError(f"{path}: its metadata is not JSON; export it again from its checkpoint") from None
+    info["model_name"] = meta.get("model_name")
+    if not isinstance(info["model_name"], str) or not isinstance(info.get("model_kwargs"), dict):
+        raise ClassicNetsError(f"{path}: its metadata lacks the model name or options; export it again from "
+                               "its checkpoint")
     return info

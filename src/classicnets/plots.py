@@ -8,7 +8,10 @@ grouped error bars (the VGG experiment's errors by configuration and protocol).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,23 +31,97 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ClassicNetsError(f"{path} does not exist; pass a run dir written by `classicnets train`")
     start, epochs, summary = {}, {}, None
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise ClassicNetsError(f"{path}:{number} is not a JSON line; the file is damaged") from None
-            kind = record.get("type")
-            if kind == "start":
-                start = record
-            elif kind == "epoch":
-                epochs[record["epoch"]] = record  # a later record of the same epoch wins
-            elif kind == "summary":
-                summary = record
-    name = start.get("name") or path.parent.name
-    return {"name": name, "start": start, "epochs": [epochs[e] for e in sorted(epochs)], "summary": summary}
+    try:
+        with open(path, "rb") as f:  # bytes: a damaged line is named, not a UnicodeDecodeError
+            lines = list(enumerate(f, 1))
+    except OSError as e:
+        raise ClassicNetsError(f"cannot read {path} ({e.strerror or type(e).__name__}): check the path") from None
+    for number, raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            if number == len(lines) and not raw.endswith(b"\n"):
+                continue  # the run was killed while appending this line; --resume rewrites the file
+            raise ClassicNetsError(f"{path}:{number} is not a JSON line; the file is damaged: delete that line "
+                                   "to plot the others") from None
+        problem = _record_problem(record)
+        if problem:
+            raise ClassicNetsError(f"{path}:{number} {problem}; the file is damaged: delete that line to plot "
+                                   "the others")
+        kind = record.get("type")
+        if kind == "start":
+            start = record
+        elif kind == "epoch":
+            epochs[record["epoch"]] = record  # a later record of the same epoch wins
+        elif kind == "summary":
+            summary = record
+    name = start.get("name") if isinstance(start.get("name"), str) else None
+    return {"name": name or path.parent.name, "start": start, "epochs": [epochs[e] for e in sorted(epochs)],
+            "summary": summary}
+
+
+PLOTTED = ("train_loss", "train_acc", "test_loss", "test_acc")  # per epoch record: a number or null
+
+
+def _record_problem(record: Any) -> str | None:
+    """What is wrong with one metrics.jsonl record for plotting, or None."""
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    kind = record.get("type")
+    if kind == "epoch":
+        epoch = record.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            return "is an epoch record without a whole epoch number"
+        bad = [k for k in PLOTTED if record.get(k) is not None and not _is_number(record[k])]
+        if bad:
+            return f"has a {bad[0]} that is not a number"
+    elif kind == "summary":
+        confusion, classes = record.get("confusion"), record.get("classes")
+        if confusion is not None and not (
+                isinstance(confusion, list) and all(isinstance(row, list) and len(row) == len(confusion)
+                                                    and all(_is_count(v) for v in row) for row in confusion)):
+            return "has a confusion matrix that is not a square table of counts"
+        if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+            return "has class names that are not a list of strings"
+        if confusion and classes and len(classes) != len(confusion):
+            return f"has {len(classes)} class names for a {len(confusion)}-class confusion matrix"
+        if record.get("final_test_acc") is not None and not _is_number(record["final_test_acc"]):
+            return "has a final_test_acc that is not a number"
+    elif kind == "start" and record.get("classes") is not None and not (
+            isinstance(record["classes"], list) and all(isinstance(c, str) for c in record["classes"])):
+        return "has class names that are not a list of strings"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int) -> Path:
+    """fig to `path` (format from its suffix) through a temp file renamed into place, so a full disk leaves
+    no half image; a folder that refuses the write is one ClassicNetsError line."""
+    path, tmp = Path(path), None
+    try:  # the temp name is the one checkpoint.remove_partial_writes knows
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lower().lstrip(".") or "png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        raise ClassicNetsError(f"could not write {path}: {(e.strerror or type(e).__name__).lower()}; write "
+                               "to a folder you can write to") from None
+    return path
 
 
 def _figure(width=6.4, height=4.2):
@@ -75,7 +152,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         ax.grid(alpha=0.3)
         ax.legend()
         path = out / ("loss.png" if key == "loss" else "accuracy.png")
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         written.append(path)
     summary = run["summary"] or {}
     if summary.get("confusion"):
@@ -107,12 +184,23 @@ def plot_confusion(confusion: list[list[int]], classes: list[str] | None, path: 
                     ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if fractions[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """Overlay runs: loss (train dashed, test solid) and test accuracy, one colour per run."""
+    """Overlay runs: loss (train dashed, test solid) and test accuracy, one colour per run. `out` must be
+    an image file (.png, .pdf, .svg...) and none of the runs' files."""
+    out = Path(out)
+    formats = Figure().canvas.get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in formats:
+        raise ClassicNetsError(f"--out {out} is not an image file name: end it in .png, .pdf or .svg")
+    if out.is_dir():
+        raise ClassicNetsError(f"--out {out} is a folder: pass a file name such as {out / 'comparison.png'}")
+    for run_dir in run_dirs:
+        folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+        if out.exists() and any(out.samefile(f) for f in folder.iterdir() if f.is_file()):
+            raise ClassicNetsError(f"--out {out} is a file of the run {folder}: writing there would destroy it; "
+                                   "pass another --out")
     runs = [read_metrics(d) for d in run_dirs]
     fig = _figure(12, 4.5)
     loss_ax, acc_ax = fig.subplots(1, 2)
@@ -127,9 +215,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     return out
 
 
@@ -163,5 +249,4 @@ def plot_errors(groups: Sequence[str], series: Mapping[str, Sequence[tuple[float
     if lows:
         ax.legend(fontsize=8, ncols=3)
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=120)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
+from classicnets.data.dataset import printable
+from classicnets.data.folder import DECODE_ERRORS, ImageTooLarge, decode, error_reason
 from classicnets.data.transforms import eval_transform
 from classicnets.errors import ClassicNetsError
 from classicnets.evaluation import InferenceModel, load_inference_model, model_device
@@ -33,22 +33,25 @@ class Prediction:
 def read_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
     """Decode an image file to uint8 channels x H x W (gray or RGB), or raise a ClassicNetsError naming it.
 
-    PIL, not torchvision.io: torchvision's decoders are deprecated from 0.29 on, and PIL reads more formats.
-    Alpha is dropped; an animated image gives its first frame.
+    The image folders' decoder (`data.folder.decode`), so an image is read here as it was for training, with
+    the same cap: an image whose header says it is over 64 megapixels, or with sides more than 100:1 apart,
+    is refused before a pixel is decoded. Alpha is dropped; an animated image gives its first frame.
     """
     path = Path(path)
     if not path.is_file():
-        raise ClassicNetsError(f"image {path} does not exist: check the path")
+        raise ClassicNetsError(f"image {printable(path)} does not exist: check the path")
     if channels not in (1, 3):
         raise ClassicNetsError(f"cannot prepare images for a {channels}-channel net: only 1 (gray) or 3 (RGB)")
     try:
-        with Image.open(path) as im:
-            array = np.asarray(im.convert("RGB" if channels == 3 else "L"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's ways to say "bad file"
-        reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-        raise ClassicNetsError(f"cannot read image {path} ({reason}): pass a {READABLE} file") from None
-    tensor = torch.from_numpy(array.copy())
-    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+        return decode(str(path), channels)
+    except ImageTooLarge as e:
+        raise ClassicNetsError(
+            f"image {printable(path)} {e.problem}: {e.remedy} it, or pass another image"
+        ) from None
+    except DECODE_ERRORS as e:
+        raise ClassicNetsError(
+            f"cannot read image {printable(path)} ({error_reason(e)}): pass a {READABLE} file"
+        ) from None
 
 
 def _match_channels(image: torch.Tensor, channels: int, source: str) -> torch.Tensor:

@@ -43,10 +43,13 @@ def _fmt(values) -> str:
 
 def _list(args) -> int:
     from classicnets.data import sources
+    from classicnets.data.dataset import printable
 
     for name, spec in sources.DATASETS.items():
         found = sources.locate(spec, args.data_dir)
-        where = f"{found.path} ({found.kind})" if found else f"not found: classicnets data get {name}"
+        where = f"not found: classicnets data get {name}"
+        if found:
+            where = f"{printable(found.path)} ({found.kind})"
         print(f"{name:14s} {spec.title:48s} {where}")
     print(f"{'folder:PATH':14s} {'an image folder, one subfolder per class':48s} (yours)")
     return 0
@@ -54,6 +57,7 @@ def _list(args) -> int:
 
 def _info(args) -> int:
     from classicnets import data
+    from classicnets.data.dataset import printable
 
     if data.is_folder(args.name):
         return _folder_info(args)
@@ -66,7 +70,7 @@ def _info(args) -> int:
     kinds = {"system": "system dir" + package, "user": "your data dir"}
     kind = kinds.get(location.kind if location else "", "")
     print(f"{spec.name}: {spec.title}")
-    print(f"  source    {first.source} ({kind})")
+    print(f"  source    {printable(first.source)} ({kind})")
     checks = {ds.checksum for ds in splits.values()}
     if checks == {"ok"}:
         print(f"  checksum  ok ({spec.verified_by})")
@@ -86,7 +90,9 @@ def _print_split(split: str, ds) -> None:
 
 
 def _print_classes(classes, counts) -> None:
-    shown = [f"{i} {n}" + (f" ({counts[i]})" if counts else "") for i, n in enumerate(classes)]
+    from classicnets.data.dataset import printable
+
+    shown = [f"{i} {printable(n)}" + (f" ({counts[i]})" if counts else "") for i, n in enumerate(classes)]
     if len(shown) > 20:
         shown = shown[:20] + [f"... {len(shown) - 20} more"]
     print(f"  classes   {len(classes)}: " + ", ".join(shown))
@@ -94,6 +100,7 @@ def _print_classes(classes, counts) -> None:
 
 def _folder_info(args) -> int:
     from classicnets import data
+    from classicnets.data.dataset import printable
 
     splits = {}
     for split in ("train", "val", "test"):
@@ -104,8 +111,8 @@ def _folder_info(args) -> int:
             if split == "train":
                 raise
     first = splits["train"]
-    print(f"{first.name}: image folder")
-    print(f"  source    {first.source}")
+    print(f"{printable(first.name)}: image folder")
+    print(f"  source    {printable(first.source)}")
     print(f"  checksum  {first.checksum}")
     for split, ds in splits.items():
         _print_split(split, ds)
@@ -118,9 +125,10 @@ def _folder_info(args) -> int:
 
 def _get(args) -> int:
     from classicnets import data
+    from classicnets.data.dataset import printable
 
     if data.is_folder(args.name):
-        print(f"{args.name}: an image folder is already local; nothing to download")
+        print(f"{printable(args.name)}: an image folder is already local; nothing to download")
         return 0
     spec = data.get_spec(args.name)
     before = data.locate(spec, args.data_dir)
@@ -128,5 +136,5 @@ def _get(args) -> int:
     checks = {data.load(spec.name, s, args.data_dir, download=False).checksum for s in spec.splits}
     state = "checksum ok" if checks == {"ok"} else "; ".join(sorted(checks))
     verb = "already present in" if before is not None and before.path == location.path else "downloaded to"
-    print(f"{spec.name}: {verb} {location.path} ({state})")
+    print(f"{spec.name}: {verb} {printable(location.path)} ({state})")
     return 0

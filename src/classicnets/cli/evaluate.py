@@ -14,6 +14,7 @@ from classicnets.errors import ClassicNetsError
 EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "safetensors")
 
 MAX_PRINTED_CONFUSION = 20  # classes; a larger matrix goes to --out only
+MAX_SCALE = 4096  # test scales above this would not fit in memory at any sensible batch size
 
 
 def register(subparsers) -> None:
@@ -75,8 +76,8 @@ def _int_list(text: str) -> list[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, like 32,40,48; got {text!r}")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 32,40,48; got {text!r}")
+    if not values or min(values) < 1 or max(values) > MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"expected integers in 1..{MAX_SCALE} like 32,40,48; got {text!r}")
     return values
 
 
@@ -96,12 +97,23 @@ def _device(text: str):
 
 # --- eval -----------------------------------------------------------------------------------------------
 
+def _at_least_one(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ClassicNetsError(f"--{name.replace('_', '-')} must be 1 or more; got {value}")
+
+
 def _eval(args) -> int:
     import dataclasses
 
     from classicnets import data
     from classicnets.evaluation import evaluate, load_inference_model
+    from classicnets.training import checkpoint, paths
 
+    # Everything the user can get wrong is refused before the checkpoint and the data are loaded.
+    _at_least_one(batch_size=args.batch_size, grid=args.grid, limit=args.limit)
+    if args.out:
+        paths.check_output(args.out, [checkpoint.input_file(args.checkpoint)])
     loaded = load_inference_model(args.checkpoint, _device(args.device))
     name = args.data or loaded.data_name
     if not name:
@@ -109,8 +121,6 @@ def _eval(args) -> int:
     split = args.split or data.test_split(name)
     dataset = data.load(name, split, root=args.data_dir)
     if args.limit is not None:
-        if args.limit < 1:
-            raise ClassicNetsError(f"--limit must be 1 or more; got {args.limit}")
         dataset = dataclasses.replace(dataset, images=dataset.images[:args.limit],
                                       labels=dataset.labels[:args.limit])
     import torch
@@ -122,15 +132,11 @@ def _eval(args) -> int:
                       channels_last=args.channels_last)
     report = {"checkpoint": str(args.checkpoint), "model": loaded.name, "data": name, "split": split,
               "precision": args.precision, **result.to_dict()}
+    print(json.dumps(report, indent=2) if args.json else format_report(report))  # first: a failed write keeps it
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
-        if args.out:
+        text = json.dumps(report, indent=2) + "\n"
+        checkpoint.atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        if not args.json:
             print(f"wrote {args.out}")
     return 0
 

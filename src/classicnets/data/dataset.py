@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 
 from classicnets.errors import ClassicNetsError
+
+
+def printable(text: str | bytes | os.PathLike) -> str:
+    """`text` (a class name, a path) as it can be printed on one line by any stream, even a strict UTF-8
+    one: bytes of a file name that are not UTF-8 (Python keeps them as surrogate escapes) become \\xNN,
+    control characters and other unprintable ones their escape (\\n, \\x1b, \\u200b). Printable text is
+    returned unchanged."""
+    text = os.fsdecode(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # os.fsdecode's surrogate escape of the byte ord(char) - 0xDC00
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 @dataclass
@@ -29,6 +47,8 @@ class ArrayDataset:
     _stats: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Class names are printed (data info, predict, evaluate): make them printable once, here.
+        self.classes = [printable(c) if isinstance(c, str) else c for c in self.classes]
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise ClassicNetsError(
                 f"ArrayDataset images must be uint8 N×C×H×W, "

@@ -7,7 +7,12 @@ PATH/train/<class>/... with PATH/val/ (or PATH/test/) beside it. Decisions, made
   * size: if all images share one size it is kept; otherwise each is rescaled (short side, antialiased)
     and centre-cropped to `image_size` (default: the median short side, at most 256, so most images
     are barely touched and a folder of photos stays small in memory). The chosen size is a note.
-  * an unreadable image is an error naming it; with skip_bad=True it is skipped and counted.
+  * an unreadable image is an error naming it; with skip_bad=True it is skipped and counted. An image
+    whose header says it is over MAX_PIXELS, or with sides more than MAX_ASPECT:1 apart, counts as
+    unreadable: it is refused from the header, before a pixel is decoded (`open_image`, which predict
+    uses too).
+  * class names are the folders' names made printable (`printable`): a name that is not UTF-8 shows
+    its bytes as \\xNN. A folder that cannot be listed is an error naming it, never "no images".
 Headers are read first with PIL (size and mode, no pixel decoding); pixels are decoded with PIL too,
 in DataLoader worker processes when the folder is large.
 """
@@ -15,19 +20,34 @@ in DataLoader worker processes when the folder is large.
 from __future__ import annotations
 
 import os
+import re
+import shlex
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from classicnets.data.dataset import ArrayDataset, stratified_holdout
+from classicnets.data.dataset import ArrayDataset, printable, stratified_holdout
 from classicnets.errors import ClassicNetsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_DEFAULT_SIZE = 256
+# The one cap on every image classicnets decodes (folders, predict), checked on the header: 64 megapixels
+# passes any camera's photo (PIL's own bomb limit is 89M); 100:1 passes any panorama and keeps the rescale
+# to a net's input (short side to S: S x 100 S) small.
+MAX_PIXELS = 64_000_000
+MAX_ASPECT = 100
+# What PIL raises for a damaged file: OSError (UnidentifiedImageError, truncated data), SyntaxError
+# (broken headers), ValueError, and from some plugins EOFError, struct.error, IndexError, KeyError, TypeError.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                 ZeroDivisionError)
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 _PARALLEL_FROM = 512  # decode in worker processes from this many files on
@@ -100,10 +120,18 @@ class FolderDataset:
         )
 
     def to_memory(self, num_workers: int | None = None) -> ArrayDataset:
-        """Decode every image into one uint8 tensor."""
+        """Decode every image into one uint8 tensor (refused up front when it would not fit in memory)."""
         decoder = self.decoder()
         if num_workers is None:
             num_workers = min(2, os.cpu_count() or 1) if len(self) >= _PARALLEL_FROM else 0
+        need, memory = len(self) * self.channels * self.size[0] * self.size[1], physical_memory()
+        if memory is not None and need > memory // 2:
+            h, w = self.size
+            raise ClassicNetsError(
+                f"decoding the {len(self)} images of {printable(self.name)} at {self.channels}x{h}x{w} needs "
+                f"{need / 2**30:.1f} GiB, over half of this machine's {memory / 2**30:.1f} GiB: rescale them "
+                f"with image_size / --image-size (e.g. 256), or stream them (in_memory=False)"
+            )
         images = torch.empty((len(self), self.channels, *self.size), dtype=torch.uint8)
         keep = torch.ones(len(self), dtype=torch.bool)
         skipped = list(self.skipped)
@@ -151,9 +179,8 @@ class ImageDecoder(torch.utils.data.Dataset):
         path = self.files[i]
         try:
             image = decode(path, self.channels)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL: OSError for truncated, SyntaxError for broken
-            reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-            return self._blank(), self.labels[i], _bad_image_message(path, reason)
+        except DECODE_ERRORS as e:
+            return self._blank(), self.labels[i], bad_image_message(path, e)
         if tuple(image.shape[1:]) != self.size:
             if not self.resize:  # the header said one size, the pixels another
                 got, said = f"{image.shape[2]}x{image.shape[1]}", f"{self.size[1]}x{self.size[0]}"
@@ -166,13 +193,55 @@ class ImageDecoder(torch.utils.data.Dataset):
         return torch.zeros((self.channels, *self.size), dtype=torch.uint8)
 
 
+class ImageTooLarge(ValueError):
+    """An image whose header says it is over the decoding cap: `problem` says how, `remedy` what to do."""
+
+    def __init__(self, problem: str, remedy: str):
+        super().__init__(problem)
+        self.problem, self.remedy = problem, remedy
+
+
+def check_image_size(width: int, height: int) -> None:
+    """Raise ImageTooLarge unless an image of this header size is within MAX_PIXELS and MAX_ASPECT:1."""
+    if width * height > MAX_PIXELS:
+        raise _too_many_pixels(f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)")
+    if max(width, height) > MAX_ASPECT * max(1, min(width, height)):
+        raise ImageTooLarge(f"is {width}x{height} pixels by its header, sides more than {MAX_ASPECT}:1 "
+                            f"apart (the limit for decoding)", "crop")
+
+
+def _too_many_pixels(size: str) -> ImageTooLarge:
+    limit = f"{MAX_PIXELS // 1_000_000}-megapixel"
+    return ImageTooLarge(f"is {size} by its header, over the {limit} limit for decoding", "downscale")
+
+
+@contextmanager
+def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """PIL's lazy open (header only), refusing an image over the cap before any pixel is decoded.
+
+    PIL's warnings are silenced inside (a damaged TIFF's "Corrupt EXIF data", the bomb warning our lower
+    cap makes moot): the file either decodes or fails with one line, never a screenful of warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as e:  # past twice PIL's limit: PIL refuses before we can
+            found = re.search(r"\((\d+) pixels\)", str(e))
+            size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "over 178 megapixels"
+            raise _too_many_pixels(size) from None
+        with im:
+            check_image_size(*im.size)
+            yield im
+
+
 def decode(path: str, channels: int) -> torch.Tensor:
     """One image file as uint8 C×H×W with `channels` 1 (luma) or 3 (RGB); alpha dropped, first frame only.
+    Raises one of DECODE_ERRORS for a damaged file, ImageTooLarge for one over the cap.
 
     PIL rather than torchvision.io: torchvision 0.29 deprecates its decoders, and PIL's mode conversions
     (palette, grayscale+alpha, CMYK) are the reference behaviour users know from the tutorials.
     """
-    with Image.open(path) as im:
+    with open_image(path) as im:
         if im.mode.startswith("I;16"):  # 16-bit grayscale: keep the high byte instead of clipping
             array = (np.asarray(im, dtype=np.uint16) >> 8).astype(np.uint8)
             array = np.repeat(array[..., None], 3, axis=2) if channels == 3 else array
@@ -182,9 +251,24 @@ def decode(path: str, channels: int) -> torch.Tensor:
     return tensor.permute(2, 0, 1).contiguous() if tensor.ndim == 3 else tensor[None]
 
 
+def bad_image_message(path: str, error: BaseException) -> str:
+    """The one line for an image that cannot be decoded: which, why, and the fixes (--skip-bad among them)."""
+    if isinstance(error, ImageTooLarge):
+        return (f"image {printable(path)} {error.problem}: {error.remedy} or delete it, "
+                f"or skip unreadable images with --skip-bad (skip_bad=True)")
+    return _bad_image_message(path, error_reason(error))
+
+
+def error_reason(error: BaseException) -> str:
+    """A short reason for a failed read: the OS's words for an OSError, else the first line of the error."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return (str(error).splitlines() or [type(error).__name__])[0][:100]
+
+
 def _bad_image_message(path: str, reason: str) -> str:
     return (
-        f"cannot read image {path} ({reason}): fix or delete it, "
+        f"cannot read image {printable(path)} ({reason}): fix or delete it, "
         f"or skip unreadable images with --skip-bad (skip_bad=True)"
     )
 
@@ -218,15 +302,54 @@ def _iterate(decoder: ImageDecoder, indices: list[int], num_workers: int, chunk:
 # --------------------------------------------------------------------------------------------- scanning
 
 
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """A folder's entries; one that cannot be listed is an error naming it (it would otherwise look empty)."""
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except PermissionError:
+        shown = printable(folder)
+        raise ClassicNetsError(
+            f"cannot list folder {shown} (permission denied): give yourself read access to the image folder, "
+            f"e.g. chmod -R u+rX {shlex.quote(shown)}"
+        ) from None
+    except OSError as e:
+        raise ClassicNetsError(
+            f"cannot list folder {printable(folder)} ({error_reason(e)}): check that it is a readable folder"
+        ) from None
+
+
+def _is(entry: os.DirEntry, kind: str) -> bool:
+    try:  # like Path.is_dir / is_file: a broken link or an entry that cannot be stat'ed is neither
+        return entry.is_dir() if kind == "dir" else entry.is_file()
+    except OSError:
+        return False
+
+
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(Path(e.path) for e in _entries(root) if _is(e, "dir") and not e.name.startswith("."))
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
+    """The image files under `folder` at any depth (not following links to folders), sorted."""
+    found, pending = [], [folder]
+    while pending:
+        for entry in _entries(pending.pop()):
+            if _is(entry, "dir"):
+                if not entry.is_symlink():
+                    pending.append(Path(entry.path))
+            elif (os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and not entry.name.startswith(".")
+                  and _is(entry, "file")):
+                found.append(Path(entry.path))
+    return sorted(found)
 
 
 def _split_dir(root: Path, split: str) -> Path | None:
@@ -244,9 +367,21 @@ def scan_folder(
 ) -> FolderDataset:
     """List a folder's images for `split`, read their headers, and decide channels and size."""
     root = Path(path).expanduser()
+    try:
+        root.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ClassicNetsError(
+            f"image folder {printable(root)} does not exist: pass folder:PATH with one subfolder per class"
+        ) from None
+    except OSError as e:
+        raise ClassicNetsError(
+            f"cannot open image folder {printable(root)} ({error_reason(e)}): give yourself access to it "
+            f"and the folders above it (chmod u+rx), or pass another folder"
+        ) from None
     if not root.is_dir():
         raise ClassicNetsError(
-            f"image folder {root} does not exist: pass folder:PATH with one subfolder per class"
+            f"image folder {printable(root)} is a file, not a folder: pass folder:PATH with one subfolder "
+            f"per class"
         )
     if split not in SPLIT_DIRS:
         raise ClassicNetsError(f"an image folder has splits train, val and test; got {split!r}")
@@ -262,27 +397,32 @@ def scan_folder(
             if split == "test":
                 raise ClassicNetsError(f"{root} has train/ but no test/ folder: add one, or use split 'val'")
             base, holdout = train_dir, True
-    classes = [d.name for d in _class_dirs(train_dir or root)]
+    dirs = [d.name for d in _class_dirs(train_dir or root)]  # as on disk, to find the files
+    classes = [printable(name) for name in dirs]  # as shown: data info, predict, the checkpoint
+    top = printable(train_dir or root)
     if not classes:
+        raise ClassicNetsError(f"{top} has no class subfolders: put each class's images in PATH/<class>/")
+    if len(set(classes)) < len(classes):
+        twice = next(c for c in classes if classes.count(c) > 1)
         raise ClassicNetsError(
-            f"{train_dir or root} has no class subfolders: put each class's images in PATH/<class>/"
+            f"{top} has two class folders shown as {twice} (one name is not UTF-8): rename one"
         )
     files, labels = [], []
-    for c, name in enumerate(classes):
+    for c, name in enumerate(dirs):
         folder = base / name
         found = _image_files(folder) if folder.is_dir() else []
         if not found and (base == (train_dir or root)):
             suffixes = "/".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
             raise ClassicNetsError(
-                f"class folder {folder} holds no images ({suffixes}): add images or remove it"
+                f"class folder {printable(folder)} holds no images ({suffixes}): add images or remove it"
             )
         files += [str(p) for p in found]
         labels += [c] * len(found)
     if base != (train_dir or root):
-        extra = sorted({d.name for d in _class_dirs(base)} - set(classes))
+        extra = sorted({d.name for d in _class_dirs(base)} - set(dirs))
         if extra:
             raise ClassicNetsError(
-                f"{base / extra[0]} is a class that {train_dir} lacks: every class needs training images"
+                f"{printable(base / extra[0])} is a class that {top} lacks: every class needs training images"
             )
     labels = torch.tensor(labels, dtype=torch.int64)
     if holdout:
@@ -291,7 +431,7 @@ def scan_folder(
         files = [files[i] for i in chosen.tolist()]
         labels = labels[chosen]
     if not files:
-        raise ClassicNetsError(f"{base} holds no images for split {split!r}")
+        raise ClassicNetsError(f"{printable(base)} holds no images for split {split!r}")
     return _decide_format(
         files, labels, classes, root, split, image_size, skip_bad, holdout, val_fraction, seed
     )
@@ -301,12 +441,12 @@ def _decide_format(files, labels, classes, root, split, image_size, skip_bad, ho
     sizes, color, gray, skipped, good = [], 0, 0, [], []
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 w, h = im.size
                 mode = im.mode
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except DECODE_ERRORS as e:
             if not skip_bad:
-                raise ClassicNetsError(_bad_image_message(path, str(e).splitlines()[0][:100])) from None
+                raise ClassicNetsError(bad_image_message(path, e)) from None
             skipped.append(path)
             continue
         good.append(i)
@@ -316,7 +456,7 @@ def _decide_format(files, labels, classes, root, split, image_size, skip_bad, ho
         else:
             color += 1
     if not good:
-        raise ClassicNetsError(f"no readable images in {root} for split {split!r}")
+        raise ClassicNetsError(f"no readable images in {printable(root)} for split {split!r}")
     files = [files[i] for i in good]
     labels = labels[torch.tensor(good, dtype=torch.int64)]
     notes = []

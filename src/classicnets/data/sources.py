@@ -290,8 +290,11 @@ def fetch(name: str, root: str | os.PathLike | None = None) -> Location:
         else:
             _download_archive(spec, target)
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; torchvision: RuntimeError
-        if target.is_dir() and not any(target.iterdir()):
-            target.rmdir()  # leave no empty folder behind
+        try:
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()  # leave no empty folder behind
+        except OSError:  # a folder we may not list or change: leave it as it is
+            pass
         raise missing_error(spec, root, f"the download failed ({_reason(e)})") from None
     return locate(spec, root) or Location(target, "user")
 
@@ -420,16 +423,15 @@ def _verify(spec: DatasetSpec, file: DataFile, path: Path, content: bytes, locat
 
 
 def _read_split(spec: DatasetSpec, split: str, location: Location, paths: list[Path], verify: bool):
-    contents = []
-    for file, path in zip(list(spec.splits[split]) + ([spec.meta] if spec.meta else []), paths):
-        fix = location.fix(spec, path)
-        content = formats.read_file_bytes(path, fix)
-        contents.append((file, path, content, fix))
+    files = list(spec.splits[split]) + ([spec.meta] if spec.meta else [])
+    fixes = [location.fix(spec, path) for path in paths]
     # Structure first (its errors say more than "checksum mismatch"), then the checksums.
     if spec.format == "idx":
-        (_, img_path, img_bytes, img_fix), (_, lbl_path, lbl_bytes, lbl_fix) = contents
-        images = formats.parse_idx(img_bytes, img_path, formats.IDX_IMAGES_MAGIC, img_fix)
-        labels = formats.parse_idx(lbl_bytes, lbl_path, formats.IDX_LABELS_MAGIC, lbl_fix).astype(np.int64)
+        (img_path, lbl_path), (img_fix, lbl_fix) = paths, fixes
+        img_content, images = formats.read_idx(img_path, formats.IDX_IMAGES_MAGIC, img_fix)
+        lbl_content, labels = formats.read_idx(lbl_path, formats.IDX_LABELS_MAGIC, lbl_fix)
+        labels = labels.astype(np.int64)
+        contents = list(zip(files, paths, [img_content, lbl_content], fixes))
         if len(images) != len(labels):
             raise ClassicNetsError(
                 f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels; {lbl_fix}"
@@ -438,6 +440,9 @@ def _read_split(spec: DatasetSpec, split: str, location: Location, paths: list[P
         images = images[:, None]  # N×1×H×W
         classes = list(spec.classes)
     else:
+        limit = formats.MAX_PICKLE_BYTES
+        read = [formats.read_file_bytes(path, fix, limit) for path, fix in zip(paths, fixes)]
+        contents = list(zip(files, paths, read, fixes))
         *batches, (_, meta_path, meta_bytes, meta_fix) = contents
         classes = formats.parse_cifar_meta(meta_bytes, meta_path, spec.names_key, meta_fix)
         if len(classes) != len(spec.classes):
@@ -454,7 +459,7 @@ def _read_split(spec: DatasetSpec, split: str, location: Location, paths: list[P
         checksum = "ok" if all(checked) else "not verified (no reference hash for these files)"
     else:
         checksum = "not verified (verify=False)"
-    # np.frombuffer views of the decompressed bytes are read-only; torch wants memory it may write.
+    # A CIFAR array rebuilt from a pickle's bytes is read-only; torch wants memory it may write.
     images = images.copy() if not (images.flags.writeable and images.flags.c_contiguous) else images
     return images, np.ascontiguousarray(labels), classes, checksum
 

@@ -40,16 +40,23 @@ from classicnets.models.vgg import (
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
+def unwrap_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state_dict without the prefixes DistributedDataParallel ("module.") and torch.compile
+    ("_orig_mod.") add to every key, so it loads into the plain net."""
+    state = dict(state_dict)
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
 def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """Load a state_dict strictly; on any mismatch raise ClassicNetsError naming the first bad key.
 
     Keys saved from a DDP- or torch.compile-wrapped model ("module." / "_orig_mod." prefixes) are
     unwrapped first. Returns the model.
     """
-    state = dict(state_dict)
-    for prefix in _WRAPPER_PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    state = unwrap_state_dict(state_dict)
     name = getattr(model, "name", type(model).__name__)
     fix = "build the model with the options it was trained with (num_classes, in_channels, width, input_size)"
     expected = model.state_dict()
@@ -85,6 +92,7 @@ __all__ = [
     "load_weights",
     "model_info",
     "nin",
+    "unwrap_state_dict",
     "vgg11",
     "vgg11_bn",
     "vgg11_lrn",

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -262,14 +263,23 @@ def parse_scale_jitter(text: str | None) -> tuple[int, int] | None:
 # --- combining layers --------------------------------------------------------------------------------
 
 def load_toml(path: str | Path) -> dict[str, Any]:
+    """The settings of a --config file; anything wrong with the file is one ClassicNetsError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise ClassicNetsError(f"config file {path} is a folder: pass a TOML file (--print-config writes one)")
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise ClassicNetsError(f"config file {path} does not exist") from None
+    except OSError as e:
+        reason = os.strerror(e.errno).lower() if e.errno else type(e).__name__
+        raise ClassicNetsError(f"cannot read config file {path} ({reason}): check the path") from None
+    except UnicodeDecodeError as e:
+        raise ClassicNetsError(f"config file {path} is not text (byte {e.start} is not UTF-8): pass a TOML "
+                               "file (--print-config writes one)") from None
     except tomllib.TOMLDecodeError as e:
-        raise ClassicNetsError(f"config file {path} is not valid TOML: {e}") from None
+        raise ClassicNetsError(f"config file {path} is not valid TOML: {' '.join(str(e).split())}") from None
     if "train" in raw and isinstance(raw["train"], dict) and len(raw) == 1:
         raw = raw["train"]  # a [train] table is accepted too
     for key, value in raw.items():
@@ -277,7 +287,10 @@ def load_toml(path: str | Path) -> dict[str, Any]:
             raise ClassicNetsError(f"config file {path}: [{key}] tables are not used; write flat keys")
         if key not in FIELDS:
             raise ClassicNetsError(f"config file {path}: {_unknown_key_message(key)}")
-    return {k: convert(k, v) for k, v in raw.items()}
+    try:
+        return {k: convert(k, v) for k, v in raw.items()}
+    except ClassicNetsError as e:
+        raise ClassicNetsError(f"config file {path}: {e}") from None
 
 
 def resolve_config(overrides: dict[str, Any] | None = None, *, config_file: str | Path | None = None,
@@ -325,6 +338,8 @@ def validate(c: TrainConfig) -> None:
         raise ClassicNetsError(f"label_smoothing must be in [0, 1); got {c.label_smoothing}")
     if not 0 < c.onecycle_pct < 1:
         raise ClassicNetsError(f"onecycle_pct must be in (0, 1); got {c.onecycle_pct}")
+    if c.width is not None and not 0 < c.width <= 64:
+        raise ClassicNetsError(f"width must be in (0, 64], e.g. 0.25 or 1.0; got {c.width}")
     if c.dropout is not None and not 0 <= c.dropout < 1:
         raise ClassicNetsError(f"dropout must be in [0, 1); got {c.dropout}")
     if c.stop_at_accuracy is not None and not 0 < c.stop_at_accuracy <= 1:

@@ -114,6 +114,12 @@ def peak_above(device: torch.device, baseline: int) -> int:
     return peak(device) - (baseline if device.type != "cuda" else 0)
 
 
+def total_memory() -> int | None:
+    """This machine's RAM in bytes (/proc/meminfo's MemTotal; None where it cannot be read)."""
+    kib = _proc_kib("/proc/meminfo", "MemTotal")
+    return kib * 1024 if kib is not None else None
+
+
 def default_budget(device: torch.device) -> int:
     """Budget when --auto-batch is given without --max-memory: most of what the device has."""
     if device.type == "cuda":

@@ -215,6 +215,7 @@ def make_model(c: TrainConfig, num_classes: int, in_channels: int, size: int, *,
     for key in ("width", "dropout", "head", "init"):
         if getattr(c, key) is not None:
             kwargs[key] = getattr(c, key)
+    check_model_fits(c.model, kwargs)
     torch.manual_seed(c.seed)
     model = create_model(c.model, **kwargs)
     if c.warm_start and warm:
@@ -224,6 +225,25 @@ def make_model(c: TrainConfig, num_classes: int, in_channels: int, size: int, *,
     if c.activation_checkpointing:
         checkpoint_features(model)
     return model, kwargs
+
+
+def check_model_fits(name: str, kwargs: dict[str, Any]) -> None:
+    """Count the net's weights on the meta device (no memory) and refuse one whose weights, gradients and
+    optimizer state cannot fit this machine, before any allocation (say, --width 1e9)."""
+    shown = ", ".join(f"{k} {v}" for k, v in kwargs.items() if k in ("width", "input_size", "num_classes"))
+    try:
+        with torch.device("meta"):
+            shape_only = create_model(name, **kwargs)
+    except (RuntimeError, OverflowError) as e:  # sizes past what a tensor can hold
+        raise ClassicNetsError(f"{name} ({shown}) is too large to build ({str(e).splitlines()[0][:80]}); "
+                               "lower --width") from None
+    count = sum(p.numel() for p in shape_only.parameters())
+    need = 4 * 4 * count  # fp32 weights, gradients and up to two optimizer buffers
+    total = memory.total_memory()
+    if total and need > total:
+        raise ClassicNetsError(
+            f"{name} ({shown}) has {count:,} weights: training it needs about {memory.format_bytes(need)}, more "
+            f"than this machine's {memory.format_bytes(total)}; lower --width (or --size for an FC head)")
 
 
 def make_optimizer(params: list[nn.Parameter], c: TrainConfig) -> torch.optim.Optimizer:

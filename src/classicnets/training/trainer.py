@@ -32,7 +32,7 @@ import torch
 from classicnets.errors import ClassicNetsError
 from classicnets.metrics import EvalResult, at_chance, evaluate_loader
 from classicnets.plots import plot_run
-from classicnets.training import checkpoint, memory
+from classicnets.training import checkpoint, memory, rundir
 from classicnets.training.config import (
     TrainConfig,
     parse_bytes,
@@ -83,7 +83,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | os.PathLike
             raise ClassicNetsError("resume a run with train(resume=RUN_DIR) and keyword overrides only: "
                                    "its config is saved in the run")
         path = Path(resume)
-        ckpt = checkpoint.load(path)
+        ckpt = checkpoint.load(path, for_resume=True)
         config = resume_config(ckpt["config"], {**(config or {}), **overrides},
                                path if path.is_dir() else path.parent)
         return Trainer(config, ckpt).fit()
@@ -139,25 +139,70 @@ class Trainer:
             dist.close()
 
     def _fit(self, dist: Dist) -> RunResult:
-        self.c = name_run(self.c, dist, resuming=self.resume is not None)
-        self.run_dir = Path(self.c.run_dir)
-        run = self.run = build(self.c, resume=self.resume, dist=dist)
-        # A GPU syncs on every .item(): check the loss every 20 steps there, every step on a CPU.
-        self.check_every = 20 if run.device.type == "cuda" else 1
-        self.progress, self.history, self.loader_state = self._starting_point(run)
+        lock, notes = self._claim_run_dir(dist)
         old_handlers: dict = {}
         try:
+            run = self.run = build(self.c, resume=self.resume, dist=dist)
+            run.messages[:0] = notes
+            if dist.is_main:
+                rundir.check_free_space(self.run_dir, rundir.estimated_checkpoint_bytes(run.model, run.optimizer))
+            # A GPU syncs on every .item(): check the loss every 20 steps there, every step on a CPU.
+            self.check_every = 20 if run.device.type == "cuda" else 1
+            self.progress, self.history, self.loader_state = self._starting_point(run)
             self._open_output()
             old_handlers = self._install_signal_handlers()
             memory.release_free_memory()
             memory.reset_peak(run.device)  # the peak reported at the end is training's, not the setup's
             stopped = self._loop()
             return self._finish(stopped)
+        except OSError as e:  # a full or read-only disk while writing the run's files: one line
+            if e.errno not in rundir.WRITE_ERRNOS:
+                raise
+            raise ClassicNetsError(f"{rundir.write_error(e, self.run_dir)}; {self._kept()}") from None
         finally:
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
             for sink in self.sinks:
                 sink.close()
+            if lock is not None:
+                lock.release()
+
+    def _claim_run_dir(self, dist: Dist) -> tuple[rundir.RunDirLock | None, list[str]]:
+        """Name the run, lock its dir (rank 0; before anything in it is read or written), refuse a dir that
+        holds another run, check it is writable, and remove temp files of an interrupted write."""
+        resuming = self.resume is not None
+        automatic = self.c.run_dir is None and self.c.name is None
+        for attempt in itertools.count():
+            self.c = name_run(self.c, dist)
+            self.run_dir = Path(self.c.run_dir)
+            if not dist.is_main:
+                return None, []
+            lock = rundir.RunDirLock(self.run_dir)
+            try:
+                lock.acquire()
+                if not resuming:
+                    rundir.check_new_run_dir(self.run_dir)
+                rundir.check_writable(self.run_dir)
+                removed = checkpoint.remove_partial_writes(self.run_dir)
+            except rundir.RunDirTaken:
+                lock.release()
+                if automatic and attempt < 20:  # another run took the generated name first: take the next
+                    self.c = dataclasses.replace(self.c, name=None, run_dir=None)
+                    continue
+                raise
+            except BaseException:
+                lock.release()
+                raise
+            notes = [lock.note] if lock.note else []
+            notes += [f"removed {p.name}, left by a checkpoint write that was interrupted" for p in removed]
+            return lock, notes
+        raise AssertionError("unreachable")
+
+    def _kept(self) -> str:
+        last = self.run_dir / "last.pt"
+        if last.exists():
+            return f"the last checkpoint {last} is intact: continue with classicnets train --resume {self.run_dir}"
+        return "no checkpoint was saved yet"
 
     def _starting_point(self, run: RunParts) -> tuple[Progress, list[dict[str, Any]], dict | None]:
         """(progress, history, this rank's loader position): fresh, or as last.pt left them."""
@@ -374,7 +419,7 @@ class Trainer:
             payload["progress"].update(loss_sum=sums[0], correct=sums[1], count=sums[2])
             payload["rng"] = [s["rng"] for s in per_rank]
             payload["loader"] = [s["loader"] for s in per_rank]
-            checkpoint.save(self.run_dir / "last.pt", payload)
+            self._write(self.run_dir / "last.pt", payload)
         self.last_save = time.monotonic()
 
     def _save_best(self, epoch: int) -> None:
@@ -382,7 +427,17 @@ class Trainer:
         if self.run.dist.is_main:
             payload = self._payload(full=False)
             payload["epoch"] = epoch + 1
-            checkpoint.save(self.run_dir / "best.pt", payload)
+            self._write(self.run_dir / "best.pt", payload)
+
+    def _write(self, path: Path, payload: dict[str, Any]) -> None:
+        """checkpoint.save, and on a failed write (full disk...) one line that also says what is kept."""
+        try:
+            checkpoint.save(path, payload)
+        except ClassicNetsError as e:
+            last = self.run_dir / "last.pt"
+            then = (f"continue with classicnets train --resume {self.run_dir} once it can be written"
+                    if last.exists() else "no checkpoint was saved yet")
+            raise ClassicNetsError(f"{e}; {then}") from None
 
     # --- signals, output ------------------------------------------------------------------------
 
@@ -465,18 +520,15 @@ class Trainer:
 
 # --- helpers ------------------------------------------------------------------------------------------
 
-def name_run(c: TrainConfig, dist: Dist, *, resuming: bool) -> TrainConfig:
-    """The config with its name and run dir filled in (runs/<name> unless given); a folder that already
-    holds a run is refused unless it is being resumed."""
+def name_run(c: TrainConfig, dist: Dist) -> TrainConfig:
+    """The config with its name and run dir filled in (runs/<name> unless given; a generated name is one
+    no folder has yet)."""
     if c.run_dir is None:
         name = c.name or dist.broadcast(_default_name(c))
         run_dir = Path("runs") / name
     else:
         run_dir = Path(c.run_dir)
         name = c.name or run_dir.name
-    if not resuming and (run_dir / "last.pt").exists():
-        raise ClassicNetsError(f"{run_dir} already holds a run: resume it with --resume {run_dir} "
-                               "or pick another --name")
     return dataclasses.replace(c, name=name, run_dir=str(run_dir))
 
 

@@ -29,6 +29,7 @@ from classicnets.experiments.vgg.paper import (
 from classicnets.experiments.vgg.settings import GridSettings
 from classicnets.experiments.vgg.stats import RULE, cell_errors, format_cell, judge, mean_std
 from classicnets.plots import plot_errors
+from classicnets.training import checkpoint
 from classicnets.training.config import resolve_config
 
 REPORT_FORMAT = "classicnets.reproduce.vgg.report/1"  # report.json's "format": unchanged, for its readers
@@ -217,11 +218,10 @@ def show_value(value: Any) -> str:
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Written to a temp file and renamed, so a kill never leaves half a marker."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=_plain) + "\n")
-    tmp.replace(path)
+    """Written atomically (`checkpoint.atomic_write`), so a kill never leaves half a marker and a full disk
+    is one line."""
+    text = json.dumps(value, indent=1, default=_plain) + "\n"
+    checkpoint.atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _plain(value: Any) -> Any:

@@ -101,6 +101,9 @@ def reproduce_vgg(out: str | Path = "runs/reproduce-vgg", *, seeds: int = 3, dat
     if jobs > 1 and "progress" not in s.train_options:
         s.train_options["progress"] = "lines"  # two progress bars on one terminal garble each other
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ClassicNetsError(f"--out {out} is a file: pass a folder for the grid's runs and its report")
+    checkpoint.make_folder(out)
     rows = _select(configs)
     _check_grid_file(out, s)
     plan = [(c.key, seed) for seed in range(seeds) for c in rows]
@@ -114,7 +117,7 @@ def reproduce_vgg(out: str | Path = "runs/reproduce-vgg", *, seeds: int = 3, dat
             log(f"{tag}: skipped, finished earlier ({run_dir / 'reproduce.json'})")
             skipped += 1
         elif (run_dir / "failed.json").is_file():
-            log(f"{tag}: skipped, it failed earlier ({_read_json(run_dir / 'failed.json')['error']}); "
+            log(f"{tag}: skipped, it failed earlier ({_read_json(run_dir / 'failed.json').get('error', 'no reason saved')}); "
                 f"delete {run_dir} to try again")
             skipped += 1
         elif not report_only:
@@ -389,12 +392,16 @@ def load_results(out: Path, rows: Sequence[GridRow], seeds: int) -> tuple[dict, 
             if (run / "reproduce.json").is_file():
                 results[c.key][seed] = _read_json(run / "reproduce.json")
             elif (run / "failed.json").is_file():
-                failures[c.key][seed] = _read_json(run / "failed.json")["error"]
+                failures[c.key][seed] = _read_json(run / "failed.json").get("error", "no reason saved")
     return results, failures
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ClassicNetsError(f"{path} is unreadable ({e}); delete it to redo that step") from None
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not text at all
+        raise ClassicNetsError(f"{path} is unreadable ({str(e).splitlines()[0][:100]}); delete it to redo "
+                               "that step") from None
+    if not isinstance(value, dict):
+        raise ClassicNetsError(f"{path} holds no JSON object; delete it to redo that step")
+    return value
