@@ -482,7 +482,7 @@ mutation = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.binary(max_size=4096), st.binary(max_size=4096).map(lambda b: b"PK\x03\x04" + b),
                       st.binary(max_size=4096).map(lambda b: b"\x80\x02" + b)))
 def test_any_bytes_are_a_checkpoint_or_one_clear_error(tmp_path, data):
@@ -490,7 +490,7 @@ def test_any_bytes_are_a_checkpoint_or_one_clear_error(tmp_path, data):
 
 
 @pytest.mark.slow
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.lists(mutation, min_size=1, max_size=3))
 def test_any_damage_to_a_checkpoint_is_the_checkpoint_or_one_clear_error(tmp_path, changes):
     data = bytearray(GOOD)
@@ -513,7 +513,7 @@ WEIGHT_KEYS = ["model/" + k for k in lenet_payload()["model"]]
 
 
 @pytest.mark.slow
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.dictionaries(st.sampled_from(KEYS + WEIGHT_KEYS), value, min_size=1, max_size=3))
 def test_any_edited_value_is_the_checkpoint_or_one_clear_error(tmp_path, edits):
     payload = {"format": checkpoint.FORMAT, "version": 1, **lenet_payload()}
