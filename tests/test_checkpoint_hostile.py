@@ -343,7 +343,7 @@ def test_an_export_that_fails_mid_write_leaves_no_partial_file(setup, tmp_path, 
     from classicnets import export
 
     out = tmp_path / f"m.{fmt}"
-    out.write_bytes(b"an earlier export")
+    out.write_bytes(b"an earlier export, with its classicnets.export metadata")
     real_write = Path.write_bytes
 
     def full(self, data):

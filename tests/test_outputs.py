@@ -113,3 +113,37 @@ def test_plot_refuses_to_draw_over_a_runs_files(tmp_path, capsys):
     for out in (run / "metrics.jsonl", tmp_path / "curves.png"):
         line = refused(["plot", str(run), str(run), "--out", str(out)], capsys, run / "metrics.jsonl")
         assert str(out) in line
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "safetensors"])
+def test_an_output_never_replaces_a_file_that_is_not_an_earlier_output(ckpt, tmp_path, capsys, fmt):
+    for name, content in (("metrics.jsonl", b'{"type": "start"}\n'), ("photo.png", b"\x89PNG\r\n\x1a\n..."),
+                          ("t10k-labels-idx1-ubyte.gz", b"\x1f\x8b\x08...")):
+        victim = tmp_path / name
+        victim.write_bytes(content)
+        line = refused(["export", str(ckpt), "--format", fmt, "--out", str(victim)], capsys, victim)
+        assert "already exists and is not an earlier output of this command" in line
+        line = refused(["eval", str(ckpt), "--out", str(victim)], capsys, victim)
+        assert "already exists and is not an earlier output of this command" in line
+
+
+def test_an_output_is_never_a_device_or_an_empty_path(ckpt, capsys):
+    line = refused(["export", str(ckpt), "--format", "safetensors", "--out", "/dev/null"], capsys, ckpt)
+    assert "/dev/null is not a regular file" in line
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")  # still the device
+    line = refused(["eval", str(ckpt), "--out", " "], capsys, ckpt)
+    assert "--out is empty" in line
+
+
+def test_an_earlier_eval_report_may_be_replaced(ckpt, tmp_path, monkeypatch, capsys):
+    from classicnets.data import ArrayDataset
+    from classicnets.evaluation import evaluate as real_evaluate
+
+    toy = ArrayDataset(torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8), torch.tensor([0, 1, 0, 1]),
+                       ["a", "b"], name="toy", split="test")
+    monkeypatch.setattr("classicnets.data.load", lambda *a, **k: toy)
+    monkeypatch.setattr("classicnets.evaluation.evaluate", real_evaluate)
+    out = tmp_path / "report.json"
+    for _ in range(2):
+        assert main(["eval", str(ckpt), "--out", str(out), "--json"]) == 0
+    assert json.loads(out.read_text())["format"] == "classicnets.eval/1"

@@ -195,3 +195,43 @@ def test_plateau_divides_by_ten_at_most_max_lr_drops_times():
     restored, opt2 = _schedule(schedule="plateau")
     restored.load_state_dict(schedule.state_dict())
     assert opt2.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", -1, r"seed must be in \[0, 4294967295\]; got -1"),
+    ("seed", 2**70, r"seed must be in \[0, 4294967295\]"),
+    ("momentum", 5.0, r"momentum must be in \[0, 1\); got 5.0"),
+    ("weight_decay", -1.0, "weight_decay must be at least 0; got -1.0"),
+    ("grad_clip", 0.0, "grad_clip must be more than 0; got 0.0"),
+    ("lr_step_epochs", 0, "lr_step_epochs must be at least 1; got 0"),
+    ("lr_decay", 0.0, r"lr_decay must be in \(0, 1\]; got 0.0"),
+    ("plateau_patience", 0, "plateau_patience must be at least 1"),
+    ("max_lr_drops", -1, "max_lr_drops must be at least 0"),
+    ("max_minutes", -1.0, "max_minutes must be more than 0"),
+    ("checkpoint_every", -1, "checkpoint_every must be at least 0"),
+    ("checkpoint_seconds", -5.0, "checkpoint_seconds must be at least 0"),
+    ("width", 1e9, r"width must be in \(0, 64\]"),
+    ("name", "a" * 300, "name is 300 bytes long, over the 255"),
+    ("name", "a/b", "name must be a folder name without '/'"),
+    ("name", "..", "name must be a folder name"),
+    ("run_dir", "", "run_dir must be a folder path"),
+    ("run_dir", "runs/" + "b" * 256, "run_dir has a part of 256 bytes"),
+])
+def test_values_outside_their_range_are_one_line_before_anything_runs(key, value, message):
+    with pytest.raises(ClassicNetsError, match=message):
+        resolve_config({key: value})
+
+
+def test_threads_beyond_what_openmp_can_take_are_refused_not_a_crash():
+    from classicnets.training.runtime import cpu_cores, torch_settings
+
+    with pytest.raises(ClassicNetsError, match=f"threads must be between 1 and {8 * cpu_cores()}"), \
+            torch_settings(threads=100000):
+        pass
+
+
+def test_a_config_file_nested_too_deeply_is_one_line(tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ClassicNetsError, match="nests too deeply"):
+        resolve_config(config_file=deep)

@@ -73,7 +73,7 @@ def export(model_or_ckpt, fmt: str, out: str | os.PathLike | None = None) -> Pat
             raise ClassicNetsError("pass out=PATH: there is no checkpoint file to write beside")
         out = default_output(model_or_ckpt, fmt)
     inputs = [checkpoint.input_file(model_or_ckpt)] if from_file else []
-    out = paths.check_output(out, inputs)
+    out = paths.check_output(out, inputs, replaces=METADATA_FORMAT.encode())
     loaded = load_inference_model(model_or_ckpt, "cpu")
     loaded.model.eval()
     writer = {"onnx": _onnx, "torchscript": _torchscript, "pt2": _pt2, "safetensors": _safetensors}[fmt]

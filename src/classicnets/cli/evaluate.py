@@ -12,6 +12,7 @@ from classicnets.errors import ClassicNetsError
 # classicnets.export.FORMATS, named here so that `classicnets --help` need not import torch (a test keeps
 # the two equal).
 EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "safetensors")
+EVAL_REPORT = "classicnets.eval/1"  # the "format" of eval --out's JSON: an earlier report may be replaced
 
 MAX_PRINTED_CONFUSION = 20  # classes; a larger matrix goes to --out only
 MAX_SCALE = 4096  # test scales above this would not fit in memory at any sensible batch size
@@ -113,7 +114,7 @@ def _eval(args) -> int:
     # Everything the user can get wrong is refused before the checkpoint and the data are loaded.
     _at_least_one(batch_size=args.batch_size, grid=args.grid, limit=args.limit)
     if args.out:
-        paths.check_output(args.out, [checkpoint.input_file(args.checkpoint)])
+        paths.check_output(args.out, [checkpoint.input_file(args.checkpoint)], replaces=EVAL_REPORT.encode())
     loaded = load_inference_model(args.checkpoint, _device(args.device))
     name = args.data or loaded.data_name
     if not name:
@@ -130,7 +131,8 @@ def _eval(args) -> int:
     result = evaluate(loaded, dataset, scales=args.scales, crops=crops, dense=args.dense, flip=args.flip,
                       grid=args.grid, batch_size=args.batch_size, autocast_dtype=autocast,
                       channels_last=args.channels_last)
-    report = {"checkpoint": str(args.checkpoint), "model": loaded.name, "data": name, "split": split,
+    report = {"format": EVAL_REPORT, "checkpoint": str(args.checkpoint), "model": loaded.name, "data": name,
+              "split": split,
               "precision": args.precision, **result.to_dict()}
     print(json.dumps(report, indent=2) if args.json else format_report(report))  # first: a failed write keeps it
     if args.out:

@@ -280,6 +280,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                                "file (--print-config writes one)") from None
     except tomllib.TOMLDecodeError as e:
         raise ClassicNetsError(f"config file {path} is not valid TOML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ClassicNetsError(f"config file {path} nests too deeply to read; write flat keys "
+                               "(--print-config writes one)") from None
     if "train" in raw and isinstance(raw["train"], dict) and len(raw) == 1:
         raw = raw["train"]  # a [train] table is accepted too
     for key, value in raw.items():
@@ -323,6 +326,53 @@ def merge(values: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Numeric options' ranges: (key, lowest, highest, lowest allowed, highest allowed); None values are unset.
+RANGES = (
+    ("seed", 0, 2**32 - 1, True, True),  # what torch, numpy and Python's generators take
+    ("width", 0, 64, False, True),
+    ("dropout", 0, 1, True, False),
+    ("label_smoothing", 0, 1, True, False),
+    ("momentum", 0, 1, True, False),
+    ("weight_decay", 0, math.inf, True, True),
+    ("grad_clip", 0, math.inf, False, True),
+    ("onecycle_pct", 0, 1, False, False),
+    ("warmup_epochs", 0, math.inf, True, True),
+    ("lr_decay", 0, 1, False, True),
+    ("lr_step_epochs", 1, math.inf, True, True),
+    ("plateau_patience", 1, math.inf, True, True),
+    ("max_lr_drops", 0, math.inf, True, True),
+    ("crop_padding", 0, math.inf, True, True),
+    ("stop_at_accuracy", 0, 1, False, True),
+    ("max_minutes", 0, math.inf, False, True),
+    ("checkpoint_every", 0, math.inf, True, True),
+    ("checkpoint_seconds", 0, math.inf, True, True),
+)
+NAME_MAX = 255  # bytes in one file name on the usual file systems
+
+
+def _interval(low: float, high: float, low_ok: bool, high_ok: bool) -> str:
+    if high == math.inf:
+        return f"at least {low}" if low_ok else f"more than {low}"
+    return f"in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}"
+
+
+def check_run_name(name: str | None, run_dir: str | None) -> None:
+    """A run name is one file name; a run dir a path whose every part is a possible file name."""
+    if name is not None:
+        if not name.strip() or name in (".", "..") or "/" in name or "\0" in name:
+            raise ClassicNetsError(f"name must be a folder name without '/', e.g. vgg11-run1; got {name!r}")
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise ClassicNetsError(f"name is {len(os.fsencode(name))} bytes long, over the {NAME_MAX} a file name "
+                                   "may have: pass a shorter --name")
+    if run_dir is not None:
+        if not run_dir.strip() or "\0" in run_dir:
+            raise ClassicNetsError(f"run_dir must be a folder path, e.g. runs/first; got {run_dir!r}")
+        longest = max((len(os.fsencode(part)) for part in Path(run_dir).parts), default=0)
+        if longest > NAME_MAX:
+            raise ClassicNetsError(f"run_dir has a part of {longest} bytes, over the {NAME_MAX} a file name may "
+                                   "have: pass a shorter --run-dir")
+
+
 def validate(c: TrainConfig) -> None:
     """Range checks that need no data or model; one clear message each."""
     for key, value in c.to_dict().items():
@@ -334,16 +384,12 @@ def validate(c: TrainConfig) -> None:
     for key in ("size", "eval_batch_size", "limit_train", "limit_test", "threads"):
         if getattr(c, key) is not None and getattr(c, key) <= 0:
             raise ClassicNetsError(f"{key} must be positive; got {getattr(c, key)}")
-    if not 0 <= c.label_smoothing < 1:
-        raise ClassicNetsError(f"label_smoothing must be in [0, 1); got {c.label_smoothing}")
-    if not 0 < c.onecycle_pct < 1:
-        raise ClassicNetsError(f"onecycle_pct must be in (0, 1); got {c.onecycle_pct}")
-    if c.width is not None and not 0 < c.width <= 64:
-        raise ClassicNetsError(f"width must be in (0, 64], e.g. 0.25 or 1.0; got {c.width}")
-    if c.dropout is not None and not 0 <= c.dropout < 1:
-        raise ClassicNetsError(f"dropout must be in [0, 1); got {c.dropout}")
-    if c.stop_at_accuracy is not None and not 0 < c.stop_at_accuracy <= 1:
-        raise ClassicNetsError(f"stop_at_accuracy must be in (0, 1], e.g. 0.93; got {c.stop_at_accuracy}")
+    for key, low, high, low_ok, high_ok in RANGES:
+        value = getattr(c, key)
+        if value is not None and not ((low <= value if low_ok else low < value)
+                                      and (value <= high if high_ok else value < high)):
+            raise ClassicNetsError(f"{key} must be {_interval(low, high, low_ok, high_ok)}; got {value}")
+    check_run_name(c.name, c.run_dir)
     if c.nesterov and (c.optimizer != "sgd" or c.momentum <= 0):
         raise ClassicNetsError("nesterov needs --optimizer sgd with --momentum > 0")
     if c.test_flip and not c.flip:

@@ -42,9 +42,14 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     return False
 
 
-def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), *, flag: str = "--out") -> Path:
+def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), *, flag: str = "--out",
+                 replaces: bytes | None = None) -> Path:
     """Refuse an output that is one of the inputs (also through a symlink or a hard link), a folder, below a
-    file, or an existing classicnets checkpoint; returns `out` as a Path."""
+    file, a device or pipe, or an existing classicnets checkpoint; returns `out` as a Path. An existing file
+    is replaced only when it holds the `replaces` marker near its start or end (a previous output of the
+    same command); any other file is someone's data and is refused."""
+    if not str(out).strip():
+        raise ClassicNetsError(f"{flag} is empty: pass a file path")
     out = Path(out)
     for source in inputs:
         if same_file(out, source):
@@ -56,7 +61,29 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (
     if blocker is not None:
         raise ClassicNetsError(f"{flag} {out} cannot be written: {blocker} is a file, not a folder; "
                                "choose another path")
+    if out.exists() and not out.is_file():
+        raise ClassicNetsError(f"{flag} {out} is not a regular file (a device, pipe or socket): pass a file path")
     if is_checkpoint(out):
         raise ClassicNetsError(f"{flag} {out} is a classicnets checkpoint: writing there would destroy it; "
                                f"pass another {flag} path")
+    if out.is_file() and not (replaces is not None and holds_marker(out, replaces)):
+        raise ClassicNetsError(f"{flag} {out} already exists and is not an earlier output of this command: "
+                               f"pass another {flag} path, or delete the file first")
     return out
+
+
+def holds_marker(path: Path, marker: bytes, span: int = 4 * 2**20) -> bool:
+    """Whether `marker` is in the first or last `span` bytes of the file (where our outputs keep their
+    metadata: a JSON key, a safetensors header, a zip's file list, ONNX's metadata)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(span)
+            if marker in head:
+                return True
+            if size > span:
+                f.seek(max(span, size - span))
+                return marker in f.read(span)
+    except OSError:
+        return False
+    return False

@@ -120,9 +120,9 @@ def check_new_run_dir(run_dir: Path) -> None:
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
     if found:
         how = (f"resume it with --resume {run_dir}" if "last.pt" in found
-               else "its files would be overwritten")
+               else "delete them to start over there")
         raise RunDirTaken(f"{run_dir} already holds a run ({', '.join(found)}): {how}, "
-                               "or pick another --name / --run-dir")
+                          "or pick another --name / --run-dir")
 
 
 def check_writable(folder: Path) -> None:

@@ -18,6 +18,8 @@ from classicnets.training import memory
 from classicnets.training.config import TrainConfig
 from classicnets.training.distributed import Dist
 
+MAX_THREADS_PER_CORE = 8  # beyond this OpenMP gains nothing, and 100000 threads crash it outright
+
 
 def cpu_cores() -> int:
     """Cores this process may run on (its affinity mask where the OS has one)."""
@@ -64,6 +66,9 @@ def torch_settings(*, threads: int | None = None, deterministic: bool | None = N
     and turns cuDNN autotuning off; `keep_freed_memory` keeps freed CPU memory for the next step instead
     of returning it to the OS (glibc only; see `memory.keep_freed_memory`).
     """
+    if threads is not None and not 1 <= threads <= MAX_THREADS_PER_CORE * cpu_cores():
+        raise ClassicNetsError(f"threads must be between 1 and {MAX_THREADS_PER_CORE * cpu_cores()} "
+                               f"({MAX_THREADS_PER_CORE}x this machine's {cpu_cores()} cores); got {threads}")
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
              torch.backends.cudnn.deterministic)

@@ -533,7 +533,7 @@ def name_run(c: TrainConfig, dist: Dist) -> TrainConfig:
 
 
 def _default_name(c: TrainConfig) -> str:
-    data = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(c.data.removeprefix("folder:")).name or c.data)
+    data = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(c.data.removeprefix("folder:")).name or c.data)[:80]
     base = f"{c.model}-{data}-{c.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     name, n = base, 1
     while (Path("runs") / name).exists():
