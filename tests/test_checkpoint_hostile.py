@@ -343,7 +343,8 @@ def test_an_export_that_fails_mid_write_leaves_no_partial_file(setup, tmp_path, 
     from classicnets import export
 
     out = tmp_path / f"m.{fmt}"
-    out.write_bytes(b"an earlier export, with its classicnets.export metadata")
+    earlier = b"an earlier export, with its classicnets.export metadata"
+    out.write_bytes(earlier)
     real_write = Path.write_bytes
 
     def full(self, data):
@@ -362,7 +363,7 @@ def test_an_export_that_fails_mid_write_leaves_no_partial_file(setup, tmp_path, 
     line = run_refused(["export", str(setup["good"]), "--format", fmt, "--out", str(out)], capsys, out,
                        setup["good"])
     assert f"could not write {out}: no space left on device" in line
-    assert out.read_bytes() == b"an earlier export" and not temp_files(tmp_path)
+    assert out.read_bytes() == earlier and not temp_files(tmp_path)
 
 
 def test_an_export_below_a_file_is_one_line(setup, tmp_path, capsys):
