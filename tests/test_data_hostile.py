@@ -33,6 +33,7 @@ from classicnets.data import folder, formats, sources
 from classicnets.errors import ClassicNetsError
 from classicnets.models import create_model
 from classicnets.predict import predict, read_image
+from helpers import error_of
 
 FIX = "FIX"
 IDX_IMAGES = "train-images-idx3-ubyte"
@@ -44,14 +45,6 @@ FUZZ = settings(max_examples=300, deadline=None, database=None,
 def isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CLASSICNETS_DATA", str(tmp_path / "user"))
     return tmp_path / "user"
-
-
-def error_of(fn) -> str:
-    with pytest.raises(ClassicNetsError) as info:
-        fn()
-    message = str(info.value)
-    assert "\n" not in message, "user errors are one line"
-    return message
 
 
 def cli_error(capsys, argv) -> str:

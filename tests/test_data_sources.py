@@ -19,7 +19,7 @@ import torch
 from classicnets import data
 from classicnets.cli import main
 from classicnets.data import sources
-from classicnets.errors import ClassicNetsError
+from helpers import error_of
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.realdata
@@ -93,14 +93,6 @@ def write_cifar100(folder: Path, n=5, seed=0) -> dict:
     meta = {"fine_label_names": list(sources.DATASETS["cifar100"].classes), "coarse_label_names": ["c"] * 20}
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     return written
-
-
-def error_of(fn) -> str:
-    with pytest.raises(ClassicNetsError) as info:
-        fn()
-    message = str(info.value)
-    assert "\n" not in message, "user errors are one line"
-    return message
 
 
 # --------------------------------------------------------------------------------------- IDX
