@@ -320,6 +320,30 @@ def test_decoded_tensors_are_cached_and_the_cache_follows_the_source(isolated_da
     assert torch.equal(data.load("fashion-mnist", "train", verify=False).images, changed.images)
 
 
+@pytest.mark.parametrize("edit", ["labels out of range", "negative labels", "a million classes",
+                                  "float images", "fewer labels"])
+def test_an_edited_cache_is_not_trusted_but_rebuilt_from_the_source(isolated_data_dir, edit):
+    folder = isolated_data_dir / "fashion-mnist"
+    write_idx_set(folder, seed=0)
+    good = data.load("fashion-mnist", "train", verify=False)
+    (cache,) = (folder / ".cache").glob("train-*.pt")
+    blob = torch.load(cache, weights_only=True)
+    if edit == "labels out of range":
+        blob["labels"] = blob["labels"] + 200
+    elif edit == "negative labels":
+        blob["labels"] = blob["labels"] - 100
+    elif edit == "a million classes":
+        blob["classes"] = [f"c{i}" for i in range(1_000_000)]
+    elif edit == "float images":
+        blob["images"] = blob["images"].float()
+    else:
+        blob["labels"] = blob["labels"][:-1]
+    torch.save(blob, cache)
+    again = data.load("fashion-mnist", "train", verify=False)
+    assert torch.equal(again.images, good.images) and torch.equal(again.labels, good.labels)
+    assert again.classes == good.classes
+
+
 def test_stats_are_per_channel_in_unit_range_and_exact():
     images = torch.zeros(2, 3, 2, 2, dtype=torch.uint8)
     images[:, 0] = 255

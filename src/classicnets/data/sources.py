@@ -372,7 +372,7 @@ def load_named(
         location = fetch(spec.name, root)
     paths = _split_paths(spec, split, location)
     cache_file = _cache_path(spec, split, paths, verify, root) if cache else None
-    cached = _read_cache(cache_file)
+    cached = _read_cache(cache_file, spec, split)
     if cached is not None:
         return cached
     images, labels, classes, checksum = _read_split(spec, split, location, paths, verify)
@@ -473,16 +473,33 @@ def _cache_path(spec, split, paths, verify, root) -> Path:
     return user_root(root) / spec.name / ".cache" / f"{split}-{key.hexdigest()}.pt"
 
 
-def _read_cache(path: Path | None) -> ArrayDataset | None:
+def _read_cache(path: Path | None, spec: DatasetSpec, split: str) -> ArrayDataset | None:
+    """The cached split, or None (then it is parsed again) when the cache is missing, damaged or edited:
+    it is held to what the source files would give (classes, shapes, dtypes, labels in range)."""
     if path is None or not path.is_file():
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("format") != CACHE_FORMAT:
             return None
-        return ArrayDataset(**{k: v for k, v in blob.items() if k != "format"})
+        dataset = ArrayDataset(**{k: v for k, v in blob.items() if k != "format"})
     except Exception:  # noqa: BLE001 - any damage to the cache means: rebuild it from the source files
         return None
+    return dataset if _cache_agrees(dataset, spec, split) else None
+
+
+def _cache_agrees(dataset: ArrayDataset, spec: DatasetSpec, split: str) -> bool:
+    images, labels = dataset.images, dataset.labels
+    if dataset.name != spec.name or dataset.split != split:
+        return False
+    if spec.classes and list(dataset.classes) != list(spec.classes):
+        return False
+    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.dim() == 4):
+        return False
+    if not (isinstance(labels, torch.Tensor) and labels.dtype == torch.int64 and labels.dim() == 1
+            and len(labels) == len(images)):
+        return False
+    return not labels.numel() or (int(labels.min()) >= 0 and int(labels.max()) < len(dataset.classes))
 
 
 def _write_cache(path: Path | None, dataset: ArrayDataset) -> None:
