@@ -147,3 +147,40 @@ def test_an_earlier_eval_report_may_be_replaced(ckpt, tmp_path, monkeypatch, cap
     for _ in range(2):
         assert main(["eval", str(ckpt), "--out", str(out), "--json"]) == 0
     assert json.loads(out.read_text())["format"] == "classicnets.eval/1"
+
+
+def test_plot_never_draws_over_a_file_that_is_not_an_earlier_plot(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"type": "epoch", "epoch": 1, "train_loss": 1.0}) + "\n")
+    photo = tmp_path / "holiday.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n not ours")
+    line = refused(["plot", str(run), "--out", str(photo)], capsys, photo)
+    assert "already exists and is not an earlier plot" in line
+    ours = tmp_path / "comparison.png"
+    for _ in range(2):  # an earlier plot of ours is replaced
+        assert main(["plot", str(run), "--out", str(ours)]) == 0
+
+
+def test_plot_refuses_a_metrics_file_far_too_large_without_reading_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "metrics.jsonl", "wb") as f:
+        f.truncate(10 * 2**30)
+    assert main(["plot", str(run)]) == 2
+    assert "far more than a run's metrics" in capsys.readouterr().err
+
+
+def test_weights_holding_nan_are_refused_and_class_names_are_printed_escaped(ckpt, tmp_path, capsys):
+    blob = torch.load(ckpt, weights_only=True)
+    blob["model"]["features.0.weight"][0, 0, 0, 0] = float("nan")
+    nan = checkpoint.save(tmp_path / "nan.pt", {k: v for k, v in blob.items() if k not in ("format", "version")})
+    line = refused(["export", str(nan), "--format", "safetensors", "--out", str(tmp_path / "x.safetensors")],
+                   capsys, nan)
+    assert "hold NaN or infinity" in line
+    from classicnets.evaluation import load_inference_model
+
+    blob = torch.load(ckpt, weights_only=True)
+    blob["data"]["classes"] = ["a\nb\x1b[31m", "c"]
+    named = checkpoint.save(tmp_path / "named.pt", {k: v for k, v in blob.items() if k not in ("format", "version")})
+    assert load_inference_model(named, "cpu").classes == ["a\\nb\\x1b[31m", "c"]

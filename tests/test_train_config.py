@@ -235,3 +235,18 @@ def test_a_config_file_nested_too_deeply_is_one_line(tmp_path):
     deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ClassicNetsError, match="nests too deeply"):
         resolve_config(config_file=deep)
+
+
+def test_a_config_that_is_a_device_or_far_too_large_is_refused_before_reading(tmp_path):
+    with pytest.raises(ClassicNetsError, match="is not a regular file"):
+        resolve_config(config_file="/dev/zero")
+    sparse = tmp_path / "huge.toml"
+    with open(sparse, "wb") as f:
+        f.truncate(10 * 2**30)  # 10 GiB of nothing, no disk used
+    with pytest.raises(ClassicNetsError, match="far more than a config"):
+        resolve_config(config_file=sparse)
+
+
+def test_a_run_name_with_control_characters_is_refused():
+    with pytest.raises(ClassicNetsError, match="without '/' or control characters"):
+        resolve_config(name="run\n\x1b[31mred")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from classicnets.data import transforms
+from classicnets.data.dataset import printable
 from classicnets.errors import ClassicNetsError
 from classicnets.metrics import confusion_matrix, logits_of, per_class_accuracy, topk_correct
 from classicnets.models.dense import to_dense
@@ -72,7 +73,8 @@ def load_inference_model(model_or_ckpt, device: str | torch.device | None = None
         model = checkpoint.build_model(ckpt, source)
         data = ckpt.get("data") or {}
         num_classes = int(model.num_classes)
-        classes = list(data.get("classes") or [str(i) for i in range(num_classes)])
+        # printable: a name from a file may hold newlines or terminal escapes, and is printed by predict/eval
+        classes = [printable(c) for c in (data.get("classes") or [str(i) for i in range(num_classes)])]
         loaded = InferenceModel(
             model=model, name=str(ckpt["model_name"]), classes=classes,
             in_channels=int(data.get("in_channels", model.in_channels)),

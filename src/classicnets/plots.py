@@ -30,6 +30,10 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise ClassicNetsError(f"{path} does not exist; pass a run dir written by `classicnets train`")
+    size = path.stat().st_size
+    if size > MAX_METRICS_BYTES:
+        raise ClassicNetsError(f"{path} is {size:,} bytes, far more than a run's metrics ({MAX_METRICS_BYTES:,} at "
+                               "most): it is not a metrics.jsonl; pass a run dir written by `classicnets train`")
     start, epochs, summary = {}, {}, None
     try:
         with open(path, "rb") as f:  # bytes: a damaged line is named, not a UnicodeDecodeError
@@ -103,6 +107,11 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+# Written into our images, so that `plot --out` may replace an earlier plot but never anyone else's file.
+_MARK = {"png": {"Software": "classicnets"}, "pdf": {"Creator": "classicnets"}, "svg": {"Creator": "classicnets"}}
+MAX_METRICS_BYTES = 64 * 2**20  # a metrics.jsonl has a line of ~500 bytes per epoch
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int) -> Path:
     """fig to `path` (format from its suffix) through a temp file renamed into place, so a full disk leaves
     no half image; a folder that refuses the write is one ClassicNetsError line."""
@@ -112,7 +121,8 @@ def save_figure(fig: Figure, path: str | Path, dpi: int) -> Path:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lower().lstrip(".") or "png")
+        kind = path.suffix.lower().lstrip(".") or "png"
+        fig.savefig(tmp, dpi=dpi, format=kind, metadata=_MARK.get(kind))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as e:
@@ -201,6 +211,9 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
         if out.exists() and any(out.samefile(f) for f in folder.iterdir() if f.is_file()):
             raise ClassicNetsError(f"--out {out} is a file of the run {folder}: writing there would destroy it; "
                                    "pass another --out")
+    if out.exists() and not (out.is_file() and b"classicnets" in out.open("rb").read(2**16)):
+        raise ClassicNetsError(f"--out {out} already exists and is not an earlier plot: pass another --out, "
+                               "or delete the file first")
     runs = [read_metrics(d) for d in run_dirs]
     fig = _figure(12, 4.5)
     loss_ax, acc_ax = fig.subplots(1, 2)
@@ -214,7 +227,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a run without test metrics has none for this panel
+            ax.legend(fontsize=8)
     save_figure(fig, out, dpi=110)
     return out
 

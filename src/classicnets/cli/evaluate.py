@@ -113,7 +113,7 @@ def _eval(args) -> int:
 
     # Everything the user can get wrong is refused before the checkpoint and the data are loaded.
     _at_least_one(batch_size=args.batch_size, grid=args.grid, limit=args.limit)
-    if args.out:
+    if args.out is not None:
         paths.check_output(args.out, [checkpoint.input_file(args.checkpoint)], replaces=EVAL_REPORT.encode())
     loaded = load_inference_model(args.checkpoint, _device(args.device))
     name = args.data or loaded.data_name

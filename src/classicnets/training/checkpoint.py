@@ -392,6 +392,9 @@ def _compare_weights(net: torch.nn.Module, ckpt: dict, where: str) -> None:
         if have.is_floating_point() != tensor.is_floating_point():
             raise ClassicNetsError(f"{where}: the weights' {key!r} is {have.dtype}, {name}'s is {tensor.dtype}; "
                                    f"{DAMAGED}")
+        if have.is_floating_point() and not bool(torch.isfinite(have).all()):
+            raise ClassicNetsError(f"{where}: the weights' {key!r} hold NaN or infinity: the run diverged before "
+                                   "they were saved, or the file is damaged; use an earlier checkpoint")
     for key in stored:
         if key not in expected:
             raise ClassicNetsError(f"{where}: the weights have {_show(key)}, which {name} lacks; {DAMAGED}")

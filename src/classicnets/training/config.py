@@ -267,6 +267,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise ClassicNetsError(f"config file {path} is a folder: pass a TOML file (--print-config writes one)")
+    if path.exists() and not path.is_file():
+        raise ClassicNetsError(f"config file {path} is not a regular file (a device or pipe): pass a TOML file")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ClassicNetsError(f"config file {path} is {path.stat().st_size:,} bytes, far more than a config "
+                               f"({MAX_CONFIG_BYTES:,} at most): pass a TOML file (--print-config writes one)")
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)
@@ -348,6 +353,7 @@ RANGES = (
     ("checkpoint_seconds", 0, math.inf, True, True),
 )
 NAME_MAX = 255  # bytes in one file name on the usual file systems
+MAX_CONFIG_BYTES = 2**20  # a config is a few dozen lines
 
 
 def _interval(low: float, high: float, low_ok: bool, high_ok: bool) -> str:
@@ -359,13 +365,14 @@ def _interval(low: float, high: float, low_ok: bool, high_ok: bool) -> str:
 def check_run_name(name: str | None, run_dir: str | None) -> None:
     """A run name is one file name; a run dir a path whose every part is a possible file name."""
     if name is not None:
-        if not name.strip() or name in (".", "..") or "/" in name or "\0" in name:
-            raise ClassicNetsError(f"name must be a folder name without '/', e.g. vgg11-run1; got {name!r}")
+        if not name.strip() or name in (".", "..") or "/" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+            raise ClassicNetsError(f"name must be a folder name without '/' or control characters, e.g. vgg11-run1; "
+                                   f"got {name!r}")
         if len(os.fsencode(name)) > NAME_MAX:
             raise ClassicNetsError(f"name is {len(os.fsencode(name))} bytes long, over the {NAME_MAX} a file name "
                                    "may have: pass a shorter --name")
     if run_dir is not None:
-        if not run_dir.strip() or "\0" in run_dir:
+        if not run_dir.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in run_dir):
             raise ClassicNetsError(f"run_dir must be a folder path, e.g. runs/first; got {run_dir!r}")
         longest = max((len(os.fsencode(part)) for part in Path(run_dir).parts), default=0)
         if longest > NAME_MAX:
