@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,11 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.is_file():
-        raise ClassicNetsError(f"{path} does not exist; pass a run dir written by `classicnets train`")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise ClassicNetsError(f"{path} {what}; pass a run dir written by `classicnets train`")
+    if path.suffix != ".jsonl":
+        raise ClassicNetsError(f"{path} is not a metrics.jsonl: pass a run dir written by `classicnets train` "
+                               "(or its metrics.jsonl)")
     size = path.stat().st_size
     if size > MAX_METRICS_BYTES:
         raise ClassicNetsError(f"{path} is {size:,} bytes, far more than a run's metrics ({MAX_METRICS_BYTES:,} at "
@@ -122,7 +127,9 @@ def save_figure(fig: Figure, path: str | Path, dpi: int) -> Path:
         os.close(fd)
         tmp = Path(name)
         kind = path.suffix.lower().lstrip(".") or "png"
-        fig.savefig(tmp, dpi=dpi, format=kind, metadata=_MARK.get(kind))
+        with warnings.catch_warnings():  # crowded layouts warn; the figure is still drawn
+            warnings.simplefilter("ignore", UserWarning)
+            fig.savefig(tmp, dpi=dpi, format=kind, metadata=_MARK.get(kind))
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as e:

@@ -39,7 +39,8 @@ def read_image(path: str | os.PathLike, channels: int) -> torch.Tensor:
     """
     path = Path(path)
     if not path.is_file():
-        raise ClassicNetsError(f"image {printable(path)} does not exist: check the path")
+        what = "is not a regular file (a folder, device or pipe)" if path.exists() else "does not exist"
+        raise ClassicNetsError(f"image {printable(path)} {what}: pass an image file")
     if channels not in (1, 3):
         raise ClassicNetsError(f"cannot prepare images for a {channels}-channel net: only 1 (gray) or 3 (RGB)")
     try:

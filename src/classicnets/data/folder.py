@@ -402,6 +402,9 @@ def scan_folder(
     top = printable(train_dir or root)
     if not classes:
         raise ClassicNetsError(f"{top} has no class subfolders: put each class's images in PATH/<class>/")
+    if len(classes) < 2:
+        raise ClassicNetsError(f"{top} has one class subfolder ({classes[0]}): a classifier needs at least two; "
+                               "put each class's images in PATH/<class>/")
     if len(set(classes)) < len(classes):
         twice = next(c for c in classes if classes.count(c) > 1)
         raise ClassicNetsError(
@@ -431,7 +434,9 @@ def scan_folder(
         files = [files[i] for i in chosen.tolist()]
         labels = labels[chosen]
     if not files:
-        raise ClassicNetsError(f"{printable(base)} holds no images for split {split!r}")
+        raise ClassicNetsError(f"{printable(base)} holds no images for split {split!r}: too few images to hold "
+                               f"out {val_fraction:.0%} of each class; add images, or make a val/ folder beside "
+                               "train/")
     return _decide_format(
         files, labels, classes, root, split, image_size, skip_bad, holdout, val_fraction, seed
     )

@@ -51,6 +51,7 @@ FORMAT = "classicnets.checkpoint"
 VERSION = 1
 # The temp files of `atomic_write`: ".NAME.XXXXXXXX.tmp" (+ the suffix of NAME, which some writers check).
 TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+MAX_CLASS_NAME = 1000  # characters; a folder name is at most 255 bytes
 DAMAGED = "the file is damaged or was edited: use a checkpoint written by classicnets train"
 # Sane ranges of the options a checkpoint may carry, checked before a net is built even on the meta device.
 OPTION_RANGES = {"num_classes": (1, 1_000_000), "in_channels": (1, 1024), "input_size": (1, 16384),
@@ -233,7 +234,8 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
     raise one clear ClassicNetsError. A run dir means its last.pt."""
     path = input_file(path)
     if not path.is_file():
-        raise ClassicNetsError(f"checkpoint {path} does not exist; pass a .pt file or a run dir holding last.pt")
+        what = "is not a regular file (a device or pipe)" if path.exists() else "does not exist"
+        raise ClassicNetsError(f"checkpoint {path} {what}; pass a .pt file or a run dir holding last.pt")
     obj = _read(path, map_location)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         bare = isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())
@@ -268,11 +270,16 @@ def _read(path: Path, map_location) -> Any:
             warnings.simplefilter("ignore")  # torch warns about odd pickle protocols: the error says it all
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - whatever the damaged bytes make torch's reader raise
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        unsafe = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(e))
     if unsafe:
         raise ClassicNetsError(
             f"{path} holds Python objects that are unsafe to load ({unsafe.group(1)}, refused by weights_only); "
             "only load checkpoints written by classicnets or plain state_dicts")
+    exported = _export_kind(path)
+    if exported:
+        raise ClassicNetsError(f"{path} is a {exported} export, not a checkpoint: load it with "
+                               f"{'torch.jit.load' if exported == 'TorchScript' else 'torch.export.load'}, or pass "
+                               "the checkpoint it was exported from")
     if not head.startswith(b"PK"):
         raise ClassicNetsError(f"{path} is not a readable torch file (a pickle that torch.save did not write, "
                                "or a damaged one); pass a checkpoint written by classicnets train")
@@ -282,6 +289,20 @@ def _read(path: Path, map_location) -> Any:
         damage = "its zip directory is damaged"
     raise ClassicNetsError(f"{path} is a damaged torch file ({damage}): it may be truncated; copy it again "
                            "or pass the run's other checkpoint")
+
+
+def _export_kind(path: Path) -> str | None:
+    """"TorchScript" or "pt2" when `path` is one of torch's export archives (which torch.load cannot read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+    if any(n.endswith(("/constants.pkl", "/code/__torch__.py")) for n in names):
+        return "TorchScript"
+    if any("/models/" in n or n.endswith("/archive_format") or "serialized_exported_program" in n for n in names):
+        return "pt2"
+    return None
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -424,7 +445,7 @@ def _check_data(data: Any, net: torch.nn.Module, where: str) -> None:
 
     classes = data.get("classes")
     if classes is not None and (not isinstance(classes, list) or len(classes) != net.num_classes
-                                or not all(isinstance(c, str) for c in classes)):
+                                or not all(isinstance(c, str) and len(c) <= MAX_CLASS_NAME for c in classes)):
         raise bad("classes", f"a list of {net.num_classes} names, one per output of the net")
     if data.get("in_channels") is not None and not _whole(data["in_channels"], net.in_channels, net.in_channels):
         raise bad("in_channels", f"{net.in_channels}, the net's input channels")
@@ -437,7 +458,8 @@ def _check_data(data: Any, net: torch.nn.Module, where: str) -> None:
             continue
         if (not isinstance(value, list) or len(value) not in (1, net.in_channels) or not all(map(_number, value))
                 or (key == "std" and not all(v > 0 for v in value))):
-            raise bad(key, f"a list of 1 or {net.in_channels} {'positive ' if key == 'std' else ''}numbers")
+            counts = "1" if net.in_channels == 1 else f"1 or {net.in_channels}"
+            raise bad(key, f"a list of {counts} {'positive ' if key == 'std' else ''}numbers")
     if data.get("name") is not None and not isinstance(data["name"], str):
         raise bad("name", "a data set name")
 

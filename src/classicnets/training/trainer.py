@@ -83,6 +83,9 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | os.PathLike
             raise ClassicNetsError("resume a run with train(resume=RUN_DIR) and keyword overrides only: "
                                    "its config is saved in the run")
         path = Path(resume)
+        if path.is_dir() and not (path / "last.pt").exists() and (path / "metrics.jsonl").exists():
+            raise ClassicNetsError(f"{path} holds no checkpoint: that run stopped before it saved its first one; "
+                                   f"start it again (delete {path}'s files, or pick another --run-dir)")
         ckpt = checkpoint.load(path, for_resume=True)
         config = resume_config(ckpt["config"], {**(config or {}), **overrides},
                                path if path.is_dir() else path.parent)
