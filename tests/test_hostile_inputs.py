@@ -80,5 +80,3 @@ def test_resuming_a_run_that_stopped_before_its_first_checkpoint_says_so(tmp_pat
     (run / "metrics.jsonl").write_text('{"type": "start"}\n')
     line = one_line(["train", "--resume", str(run)], capsys)
     assert "holds no checkpoint: that run stopped before it saved its first one" in line
-
-
