@@ -128,7 +128,7 @@ def check_new_run_dir(run_dir: Path) -> None:
 def check_writable(folder: Path) -> None:
     """Write and remove a small file: a read-only disk or a missing permission is found before training."""
     try:
-        fd, name = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        fd, name = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)  # a kill leaves it to remove_partial_writes
         os.close(fd)
         os.unlink(name)
     except OSError as e:
