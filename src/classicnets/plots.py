@@ -117,6 +117,12 @@ _MARK = {"png": {"Software": "classicnets"}, "pdf": {"Creator": "classicnets"}, 
 MAX_METRICS_BYTES = 64 * 2**20  # a metrics.jsonl has a line of ~500 bytes per epoch
 
 
+def _is_our_image(path: Path) -> bool:
+    """Whether an image file carries the metadata `save_figure` writes (near its start)."""
+    with open(path, "rb") as f:
+        return b"classicnets" in f.read(2**16)
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int) -> Path:
     """fig to `path` (format from its suffix) through a temp file renamed into place, so a full disk leaves
     no half image; a folder that refuses the write is one ClassicNetsError line."""
@@ -218,7 +224,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
         if out.exists() and any(out.samefile(f) for f in folder.iterdir() if f.is_file()):
             raise ClassicNetsError(f"--out {out} is a file of the run {folder}: writing there would destroy it; "
                                    "pass another --out")
-    if out.exists() and not (out.is_file() and b"classicnets" in out.open("rb").read(2**16)):
+    if out.exists() and not (out.is_file() and _is_our_image(out)):
         raise ClassicNetsError(f"--out {out} already exists and is not an earlier plot: pass another --out, "
                                "or delete the file first")
     runs = [read_metrics(d) for d in run_dirs]

@@ -46,6 +46,7 @@ import torch
 from classicnets.errors import ClassicNetsError
 from classicnets.models import load_weights, unwrap_state_dict
 from classicnets.models.registry import create_model, get_entry
+from classicnets.training.memory import format_bytes
 
 FORMAT = "classicnets.checkpoint"
 VERSION = 1
@@ -153,7 +154,7 @@ def write_failure(path: Path, error: BaseException, existed: bool = False) -> Wr
         return None
     free = _free_bytes(path)
     fixes = {
-        errno.ENOSPC: f"no space left on device (only {_size(free)} free); free space there or write elsewhere",
+        errno.ENOSPC: f"no space left on device (only {format_bytes(free)} free); free space there or write elsewhere",
         errno.EDQUOT: "disk quota exceeded; free space there or write elsewhere",
         errno.EROFS: "the file system is read-only; write to another folder",
         errno.EACCES: "permission denied; write to a folder you may write to",
@@ -183,11 +184,6 @@ def _free_bytes(path: Path) -> int:
         except OSError:
             continue
     return 0
-
-
-def _size(n: float) -> str:
-    exponent = min(int(math.log(max(n, 1), 1024)), 4)
-    return f"{n:.0f} bytes" if exponent == 0 else f"{n / 1024**exponent:.1f} {'KMGT'[exponent - 1]}iB"
 
 
 def remove_partial_writes(folder: str | os.PathLike) -> list[Path]:
