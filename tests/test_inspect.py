@@ -214,3 +214,12 @@ def test_a_foreign_net_refusing_the_input_becomes_one_line():
     with pytest.raises(ClassicNetsError, match=r"cannot take a 1×8×8 input.*in 2") as info:
         summary(net, (1, 8, 8))
     assert "\n" not in str(info.value)
+
+
+def test_vgg_summary_names_the_taps_and_other_nets_have_no_tap_column():
+    s = summary(create_model("vgg16", width=0.125, input_size=32), "3x32x32")
+    taps = {r.name: r.tap for r in s.rows if r.tap}
+    assert taps["features.22"] == "relu4_3" and taps["features.0"] == "conv1_1" and taps["features.30"] == "pool5"
+    assert str(s).splitlines()[1].split()[-1] == "Tap" and s.to_dict()["layers"][3]["tap"] == "relu1_2"
+    plain = summary(create_model("lenet"), "1x28x28")
+    assert "Tap" not in str(plain).splitlines()[1] and not any(r.tap for r in plain.rows)

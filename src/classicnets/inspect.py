@@ -66,6 +66,7 @@ class LayerRow:
     receptive_field: int | tuple[int, ...] | None
     jump: int | float | tuple[int | float, ...] | None
     depth: int
+    tap: str = ""  # the layer's conventional name, where the net has one (VGG: relu4_3 is features.22)
 
 
 @dataclass
@@ -152,7 +153,8 @@ def summary(model: nn.Module, input_size: Sequence[int] | str, *, device: str | 
     calls = tracer.calls
     out_tensor = _first_tensor(output)
     shown = [c for c in calls if (c.leaf and (depth is None or c.depth <= depth)) or c.depth == depth]
-    rows = [_row(c) for c in sorted(shown, key=lambda c: c.seq)]
+    taps = {module: tap for tap, module in model.tap_names().items()} if hasattr(model, "tap_names") else {}
+    rows = [_row(c, taps.get(c.name, "")) for c in sorted(shown, key=lambda c: c.seq)]
     ran = {id(p) for c in calls for p in c.module.parameters()}
     peak = max((c.shape for c in calls), key=math.prod, default=shape)
     notes = []
@@ -363,7 +365,7 @@ def _collapse(values: tuple) -> int | float | tuple:
     return values[0] if len(set(values)) == 1 else values
 
 
-def _row(call: _Call) -> LayerRow:
+def _row(call: _Call, tap: str = "") -> LayerRow:
     rf = jump = None
     if call.field is not None:
         rf, jump = _collapse(call.field[0]), _collapse(call.field[1])
@@ -377,6 +379,7 @@ def _row(call: _Call) -> LayerRow:
         receptive_field=rf,
         jump=jump,
         depth=call.depth,
+        tap=tap,
     )
 
 
@@ -408,10 +411,12 @@ def human(n: float) -> str:
 
 
 def format_table(s: Summary) -> str:
-    header = ("Layer", "Type", "Output shape", "Params", "MACs", "RF", "Jump")
+    tapped = any(r.tap for r in s.rows)  # a Tap column for nets with named taps (VGG)
+    header = ("Layer", "Type", "Output shape", "Params", "MACs", "RF", "Jump", *(("Tap",) if tapped else ()))
     body = [(r.name, r.type, _dims(r.output_shape),
              f"{r.params:,}" if r.params else "-", f"{r.macs:,}" if r.macs else "-",
-             _axis_text(r.receptive_field), "-" if r.receptive_field is None else _axis_text(r.jump))
+             _axis_text(r.receptive_field), "-" if r.receptive_field is None else _axis_text(r.jump),
+             *((r.tap,) if tapped else ()))
             for r in s.rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     right = {2, 3, 4, 5, 6}  # numbers align right

@@ -4,7 +4,13 @@
     >>> net = vgg11(num_classes=10, in_channels=1, width=0.25)      # the tutorials' VGG-11
     >>> net = create_model("googlenet", aux_logits=True)
 
-Every net has num_classes, in_channels, input_size, min_input_size, forward_features and forward_head.
+Every net has num_classes, in_channels, input_size, min_input_size, forward_features and forward_head, and
+the surface timm and torchvision code expects: num_features, get_classifier(), reset_classifier(n),
+pretrained_cfg, feature_info; it runs under torch.jit.script, torch.fx and torch.export.
+
+    >>> from classicnets.models import feature_extractor
+    >>> taps = feature_extractor(vgg16(), ["relu1_2", "relu2_2", "relu3_3", "relu4_3"])   # {name: map}
+    >>> backbone = create_model("vgg16", features_only=True)                              # [maps]
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from torch import nn
 
 from classicnets.errors import ClassicNetsError
 from classicnets.models.alexnet import alexnet, alexnet_d2l, alexnet_paper
+from classicnets.models.features import FeatureMaps, feature_extractor, tap_names
 from classicnets.models.googlenet import googlenet, googlenet_bn
-from classicnets.models.layers import AuxOutputs, ClassicNet
+from classicnets.models.layers import AuxOutputs, ClassicNet, FeatureInfo
 from classicnets.models.lenet import lenet
 from classicnets.models.nin import nin
 from classicnets.models.registry import create_model, list_models, model_info
@@ -81,10 +88,13 @@ __all__ = [
     "AuxOutputs",
     "ClassicNet",
     "ClassicNetsError",
+    "FeatureInfo",
+    "FeatureMaps",
     "alexnet",
     "alexnet_d2l",
     "alexnet_paper",
     "create_model",
+    "feature_extractor",
     "googlenet",
     "googlenet_bn",
     "lenet",
@@ -92,6 +102,7 @@ __all__ = [
     "load_weights",
     "model_info",
     "nin",
+    "tap_names",
     "unwrap_state_dict",
     "vgg11",
     "vgg11_bn",

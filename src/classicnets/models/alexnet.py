@@ -43,6 +43,8 @@ FC_UNITS = 4096
 class AlexNet(ClassicNet):
     """An AlexNet built from one row of ALEXNET_TABLE (torchvision's module layout)."""
 
+    paper = PAPER
+
     def __init__(self, name: str, form: str, *, num_classes: int, in_channels: int, input_size: int,
                  width: float, dropout: float) -> None:
         super().__init__(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
@@ -57,7 +59,8 @@ class AlexNet(ClassicNet):
         self.avgpool = nn.AdaptiveAvgPool2d((size, size))
         self.flatten = nn.Flatten(1)
         hidden = scaled(FC_UNITS, width)
-        in_features = scaled(convs[-1].channels, width) * size * size
+        self.num_features, self.head_hidden_size = scaled(convs[-1].channels, width), hidden
+        in_features = self.num_features * size * size
         # The paper (sec. 4.2) and d2l drop out the outputs of the two hidden FC layers; torchvision
         # drops their inputs (Dropout first), which keeps its classifier indices 1/4/6.
         self.classifier = mlp_head(in_features, [hidden, hidden], num_classes, dropout=dropout,

@@ -26,11 +26,13 @@ from classicnets.models.layers import (
     ClassicNet,
     ConvBlock,
     Dropout,
+    FeatureInfo,
     Window,
     check_options,
     local_response_norm,
     output_size,
     scaled,
+    stage_ends,
     windows_of,
 )
 from classicnets.models.registry import register
@@ -99,6 +101,7 @@ class GoogLeNet(ClassicNet):
     """GoogLeNet in the paper's form (form="paper") or torchvision's batch-norm form ("torchvision")."""
 
     aux_weight = 0.3  # paper sec. 5: auxiliary losses added with weight 0.3
+    paper = PAPER
 
     def __init__(self, name: str, form: str, *, num_classes: int, in_channels: int, input_size: int,
                  width: float, dropout: float, aux_logits: bool) -> None:
@@ -118,8 +121,9 @@ class GoogLeNet(ClassicNet):
             *([("lrn2", local_response_norm())] if paper else []),
             ("maxpool2", nn.MaxPool2d(3, stride=2, ceil_mode=True)),
         ]
+        self.lrn1 = self.lrn2 = None  # the paper's stem has them; torchvision's does not
         for module_name, module in stem:
-            self.add_module(module_name, module)
+            setattr(self, module_name, module)
         self.body = [module_name for module_name, _ in stem]
         channels, aux_in = c2, {}
         for stage, names in (("3", "ab"), ("4", "abcde"), ("5", "ab")):
@@ -140,6 +144,7 @@ class GoogLeNet(ClassicNet):
         to_4a = windows_of(self.modules_named(self.body[: self.body.index("inception4a") + 1]))
         aux_path = to_4a + [Window("avg-pool", 5, 3, 0)]
         self.set_input_limits(main, *([aux_path] if paper and self.aux_logits else []))
+        self.aux1 = self.aux2 = None
         if self.aux_logits:
             for point, head_name in AUX_AFTER.items():
                 if paper:  # 5x5/3 average pool (4x4 at 224), then adaptive: the identity at input_size
@@ -147,26 +152,39 @@ class GoogLeNet(ClassicNet):
                     pool = nn.Sequential(nn.AvgPool2d(5, stride=3), nn.AdaptiveAvgPool2d(pooled))
                 else:
                     pooled, pool = 4, nn.AdaptiveAvgPool2d((4, 4))
-                self.add_module(head_name, AuxHead(aux_in[point], num_classes, pool=pool, pooled=pooled,
+                setattr(self, head_name, AuxHead(aux_in[point], num_classes, pool=pool, pooled=pooled,
                                                    width=width, batch_norm=bn))
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.flatten = nn.Flatten(1)
         self.dropout = Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
+        self.num_features = self.head_hidden_size = channels
 
     def modules_named(self, names: list[str]) -> list[nn.Module]:
         return [getattr(self, n) for n in names]
 
-    def _run_body(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        aux = []
-        for module_name in self.body:
-            x = getattr(self, module_name)(x)
-            if self.aux_logits and self.training and module_name in AUX_AFTER:
-                aux.append(getattr(self, AUX_AFTER[module_name])(x))
-        return x, aux
+    def run_body(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The stem and the Inception stages (self.body, written out so TorchScript compiles it), and in
+        training the aux heads' logits (after 4a and 4d: AUX_AFTER)."""
+        aux: list[torch.Tensor] = []
+        x = self.maxpool1(self.conv1(x))
+        if self.lrn1 is not None:
+            x = self.lrn1(x)
+        x = self.conv3(self.conv2(x))
+        if self.lrn2 is not None:
+            x = self.lrn2(x)
+        x = self.maxpool3(self.inception3b(self.inception3a(self.maxpool2(x))))
+        x = self.inception4a(x)
+        if self.aux1 is not None and self.training:
+            aux.append(self.aux1(x))
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        if self.aux2 is not None and self.training:
+            aux.append(self.aux2(x))
+        x = self.maxpool4(self.inception4e(x))
+        return self.inception5b(self.inception5a(x)), aux
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run_body(x)[0]
+        return self.run_body(x)[0]
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.flatten(self.avgpool(x))))
@@ -174,10 +192,30 @@ class GoogLeNet(ClassicNet):
     def head_layers(self) -> list[nn.Module]:
         return [self.dropout, self.fc]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
-        self.check_input(x)
-        features, aux = self._run_body(x)
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def set_classifier(self, layer: nn.Module) -> None:
+        self.fc = layer
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new main class layer, and new last layers in the aux heads, so all three agree."""
+        super().reset_classifier(num_classes, global_pool)
+        for head in (self.aux1, self.aux2):
+            if head is not None:
+                layer = nn.Linear(head.fc1.out_features, num_classes) if num_classes else nn.Identity()
+                head.fc2 = layer.to(device=head.fc1.weight.device, dtype=head.fc1.weight.dtype)
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        return stage_ends([(n, getattr(self, n)) for n in self.body], self.in_channels)
+
+    def forward(self, x: torch.Tensor):
+        x = self.check_input(x)
+        features, aux = self.run_body(x)
         logits = self.forward_head(features)
+        if torch.jit.is_scripting():
+            return logits  # TorchScript wants one output type: a scripted net is for inference
         return AuxOutputs(logits, tuple(aux)) if aux else logits
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from classicnets.errors import ClassicNetsError
@@ -99,14 +100,16 @@ class Dropout(nn.Dropout):
     Why: torch's CPU dropout draws one Bernoulli sample per element; for the fast recipe's two classifier
     dropouts (256 x 1024 values each) that was ~10% of a training step on 2 cores. Here each 64-bit
     random word gives four 16-bit draws, so an element is kept with probability 1 - p rounded to a
-    multiple of 1/65536. Same module otherwise (state dict, repr, eval mode); on a GPU, and under
-    torch.compile, torch's own kernel runs.
+    multiple of 1/65536. Same module otherwise (state dict, repr, eval mode); on a GPU, under
+    torch.compile / torch.export, and in TorchScript or torch.fx graphs, torch's own dropout runs.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not self.training or x.device.type != "cpu" or not 0.0 < self.p < 1.0
-                or torch.compiler.is_compiling()):
-            return super().forward(x)
+        if torch.jit.is_scripting():  # TorchScript compiles only this branch
+            return F.dropout(x, self.p, self.training, self.inplace)
+        if (isinstance(x, torch.fx.Proxy) or not self.training or x.device.type != "cpu"
+                or not 0.0 < self.p < 1.0 or torch.compiler.is_compiling()):
+            return F.dropout(x, self.p, self.training, self.inplace)
         return _cpu_dropout(x, self.p, self.inplace)
 
 
@@ -252,58 +255,139 @@ def describe(windows: Sequence[Window]) -> str:
     return ", ".join(parts)
 
 
+# --- The input check -----------------------------------------------------------------------------------
+
+def check_input(x: torch.Tensor, name: str, in_channels: int, min_size: int, size_reason: str) -> torch.Tensor:
+    """Refuse a batch the net cannot take, with the reason and the fix in one line; returns x.
+
+    A free function that returns its input, so that it survives every way of running the net: eager,
+    TorchScript (which compiles it), torch.fx and torchvision's feature extraction (which keep it as one
+    call in the graph, see the `torch.fx.wrap` below, instead of tracing its `if`s), torch.export.
+    """
+    if x.dim() != 4:
+        shape = ", ".join([str(s) for s in x.shape])
+        raise ClassicNetsError(f"{name} takes a batch N x C x H x W; got a tensor of shape ({shape}): "
+                               f"add a batch dimension with x.unsqueeze(0)")
+    if x.shape[1] != in_channels:
+        raise ClassicNetsError(f"{name} was built for {in_channels}-channel input; got {x.shape[1]} "
+                               f"channels: build it with in_channels={x.shape[1]}")
+    h, w = x.shape[2], x.shape[3]
+    if h < min_size or w < min_size:
+        raise ClassicNetsError(too_small(name, min_size, size_reason, f"{h}x{w}"))
+    return x
+
+
+torch.fx.wrap("check_input")
+
+
+def too_small(name: str, min_size: int, size_reason: str, got: str) -> str:
+    m = min_size
+    return (f"{name} needs inputs of at least {m}x{m} ({size_reason}); got {got}: "
+            f"resize or pad the images to {m}x{m} or larger")
+
+
+# --- Feature maps ---------------------------------------------------------------------------------------
+
+class FeatureInfo(list):
+    """The net's feature maps worth tapping, one dict per stage: num_chs, reduction, module (timm's shape).
+
+    A list of dicts, with timm's accessors, so code written for timm's `feature_info` works as is.
+    """
+
+    def channels(self, idx: int | None = None) -> list[int] | int:
+        return self._get("num_chs", idx)
+
+    def reduction(self, idx: int | None = None) -> list[int] | int:
+        return self._get("reduction", idx)
+
+    def module_name(self, idx: int | None = None) -> list[str] | str:
+        return self._get("module", idx)
+
+    def get_dicts(self) -> list[dict]:
+        return [dict(d) for d in self]
+
+    def _get(self, key: str, idx: int | None):
+        return [d[key] for d in self] if idx is None else self[idx][key]
+
+
+def stage_ends(named: Sequence[tuple[str, nn.Module]], in_channels: int) -> FeatureInfo:
+    """The output of the last layer before each downsampling, and the chain's final output.
+
+    `named` is the main path as (module name, module) in order; the reduction is the product of the strides
+    before the tap (4 for AlexNet's first ReLU, 32 at VGG's last pool), timm's nominal figure.
+    """
+    info, reduction, channels, previous = FeatureInfo(), 1, in_channels, None
+    for name, module in named:
+        stride = math.prod(w.stride for w in windows_of([module]))
+        if stride > 1 and previous is not None and (not info or info[-1]["module"] != previous):
+            info.append({"num_chs": channels, "reduction": reduction, "module": previous})
+        reduction *= stride
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        channels = _out_channels(module) if convs or isinstance(module, nn.Conv2d) else channels
+        previous = name
+    if previous is not None and (not info or info[-1]["module"] != previous):
+        info.append({"num_chs": channels, "reduction": reduction, "module": previous})
+    return info
+
+
+def _out_channels(module: nn.Module) -> int:
+    if hasattr(module, "out_channels"):
+        return int(module.out_channels)
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+
+
 # --- The base class -------------------------------------------------------------------------------------
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class ClassicNet(nn.Module):
-    """What every classicnets model has: its build facts, the input check, and the features/head split.
+    """What every classicnets model has: its build facts, the input check, the features/head split, and the
+    surface timm and torchvision code expects (num_classes, num_features, get_classifier, reset_classifier,
+    pretrained_cfg, feature_info).
 
     Subclasses set `features`-like modules, `avgpool`, `flatten` and `classifier` (or override
-    `forward_features` / `forward_head` / `head_layers`), and call `set_input_limits` once the body exists.
+    `forward_features` / `forward_head` / `head_layers` / the classifier methods), call `set_input_limits`
+    once the body exists, and set `num_features` (channels of the final feature map) and `head_hidden_size`
+    (the width the class layer reads).
     """
 
     aux_weight = 0.0  # weight of auxiliary losses; GoogLeNet with aux heads sets 0.3
+    paper = ""
+    # Python-only facts TorchScript must not compile.
+    __jit_unused_properties__ = ("num_classes", "pretrained_cfg", "default_cfg", "feature_info")
 
     def __init__(self, name: str, *, num_classes: int, in_channels: int, input_size: int) -> None:
         super().__init__()
         self.name = name
-        self.num_classes = num_classes
         self.in_channels = in_channels
         self.input_size = input_size
         self.min_input_size = 1
-        self._size_reason = ""
+        self.size_reason = ""
+        self.weights_cfg: dict = {}  # what loaded weights say about themselves (mean, std, categories...)
 
     def set_input_limits(self, windows: Sequence[Window], *extra: Sequence[Window]) -> int:
         """Derive min_input_size from the layers' windows (and any side paths), check input_size
         against it, and return the final feature-map size at input_size."""
         self.min_input_size = max(smallest_input(w) for w in (windows, *extra))
         self.windows = list(windows)  # the main path's convs and pools, for size arithmetic elsewhere
-        self._size_reason = describe(windows)
+        self.size_reason = describe(windows)
         if not isinstance(self.input_size, int) or isinstance(self.input_size, bool):
             raise ClassicNetsError(f"{self.name}: input_size must be an integer such as 224; "
                                    f"got {self.input_size!r}")
         if self.input_size < self.min_input_size:
-            raise ClassicNetsError(self._too_small(f"input_size={self.input_size}"))
+            raise ClassicNetsError(too_small(self.name, self.min_input_size, self.size_reason,
+                                             f"input_size={self.input_size}"))
         return output_size(self.input_size, windows)
 
-    def _too_small(self, got: str) -> str:
-        m = self.min_input_size
-        return (f"{self.name} needs inputs of at least {m}x{m} ({self._size_reason}); got {got}: "
-                f"resize or pad the images to {m}x{m} or larger")
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Refuse a batch the net cannot take, with the reason and fix in one line."""
-        if x.dim() != 4:
-            raise ClassicNetsError(f"{self.name} takes a batch N x C x H x W; got a tensor of shape "
-                                   f"{tuple(x.shape)}: add a batch dimension with x.unsqueeze(0)")
-        if x.shape[1] != self.in_channels:
-            raise ClassicNetsError(f"{self.name} was built for {self.in_channels}-channel input; got "
-                                   f"{x.shape[1]} channels: build it with in_channels={x.shape[1]}")
-        h, w = x.shape[-2], x.shape[-1]
-        if h < self.min_input_size or w < self.min_input_size:
-            raise ClassicNetsError(self._too_small(f"{h}x{w}"))
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Refuse a batch the net cannot take, with the reason and fix in one line; returns x. Subclasses
+        call this, not the function: torch.fx keeps calls to it whole only from this module."""
+        return check_input(x, self.name, self.in_channels, self.min_input_size, self.size_reason)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        x = self.check_input(x)
         return self.forward_head(self.forward_features(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,3 +399,74 @@ class ClassicNet(nn.Module):
     def head_layers(self) -> list[nn.Module]:
         """The layers applied after avgpool + flatten, in order (what the dense form converts)."""
         return list(self.classifier) if isinstance(self.classifier, nn.Sequential) else [self.classifier]
+
+    # --- The classifier, as timm names it ---
+
+    def get_classifier(self) -> nn.Module:
+        """The layer that gives the class scores (the head's last layer)."""
+        return self.classifier[-1] if isinstance(self.classifier, nn.Sequential) else self.classifier
+
+    def set_classifier(self, layer: nn.Module) -> None:
+        if isinstance(self.classifier, nn.Sequential):
+            self.classifier[-1] = layer
+        else:
+            self.classifier = layer
+
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        """A fresh class layer for `num_classes` (0: none, the head then returns its hidden features)."""
+        if num_classes == 0:
+            return nn.Identity()
+        return nn.Linear(self.head_hidden_size, num_classes)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the class layer with a freshly initialised one for `num_classes` classes (timm's call);
+        0 removes it, so the net returns the features the class layer would read."""
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+            raise ClassicNetsError(f"{self.name}: reset_classifier takes a number of classes >= 0; "
+                                   f"got {num_classes!r}")
+        if global_pool not in (None, "", "avg"):
+            raise ClassicNetsError(f"{self.name}: reset_classifier keeps the net's own pooling; "
+                                   f"global_pool={global_pool!r} is not supported")
+        layer = self.new_classifier(num_classes)
+        like = next(self.parameters(), None)
+        if like is not None:
+            layer = layer.to(device=like.device, dtype=like.dtype)
+        self.set_classifier(layer)
+
+    @property
+    def num_classes(self) -> int:
+        """Read off the class layer, so it stays true after reset_classifier or a hand-made head swap."""
+        for m in reversed(list(self.get_classifier().modules())):
+            if isinstance(m, nn.Linear):
+                return m.out_features
+            if isinstance(m, nn.Conv2d):
+                return m.out_channels
+        return 0
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """What a user of the net needs to feed it (timm's pretrained_cfg): input size, normalisation,
+        classes, the paper; the weights' own facts (issue: weights) override the defaults."""
+        c, s, m = self.in_channels, self.input_size, self.min_input_size
+        mean, std = ((IMAGENET_MEAN, IMAGENET_STD) if c == 3
+                     else ((sum(IMAGENET_MEAN) / 3,) * c, (sum(IMAGENET_STD) / 3,) * c))
+        first_conv = next(name for name, mod in self.named_modules() if isinstance(mod, nn.Conv2d))
+        cfg = {"architecture": self.name, "paper": self.paper, "num_classes": self.num_classes,
+               "input_size": (c, s, s), "min_input_size": (c, m, m), "mean": mean, "std": std,
+               "interpolation": "bilinear", "crop_pct": 0.875, "first_conv": first_conv,
+               "classifier": self.classifier_name(), "weights": None}
+        cfg.update(self.weights_cfg)
+        return cfg
+
+    @property
+    def default_cfg(self) -> dict:  # timm's older name
+        return self.pretrained_cfg
+
+    def classifier_name(self) -> str:
+        layer = self.get_classifier()
+        return next(name for name, mod in self.named_modules() if mod is layer)
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """The stage-end feature maps (channels, reduction, module name), as timm's feature_info."""
+        return stage_ends([(f"features.{n}", m) for n, m in self.features.named_children()], self.in_channels)

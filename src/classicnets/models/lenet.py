@@ -32,6 +32,8 @@ ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid, "ta
 
 
 class LeNet(ClassicNet):
+    paper = PAPER
+
     def __init__(self, name: str, *, num_classes: int, in_channels: int, input_size: int, width: float,
                  dropout: float | None, activation: str) -> None:
         super().__init__(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
@@ -48,7 +50,9 @@ class LeNet(ClassicNet):
         size = self.set_input_limits(windows_of([self.features]))
         self.avgpool = nn.AdaptiveAvgPool2d((size, size))
         self.flatten = nn.Flatten(1)
-        in_features = scaled(convs[-1].channels, width) * size * size
+        self.num_features = scaled(convs[-1].channels, width)
+        self.head_hidden_size = scaled(LENET_FC[-1], width)
+        in_features = self.num_features * size * size
         self.classifier = mlp_head(in_features, [scaled(u, width) for u in LENET_FC], num_classes,
                                    dropout=dropout, activation=act)
 

@@ -17,8 +17,10 @@ from classicnets.models.layers import (
     ClassicNet,
     Conv,
     Dropout,
+    FeatureInfo,
     check_options,
     make_layers,
+    stage_ends,
     windows_of,
 )
 from classicnets.models.registry import register
@@ -35,7 +37,12 @@ def _nin_block(spec: Conv) -> list[Conv]:
 
 
 class NiN(ClassicNet):
-    """d2l's NiN: NiN blocks and max-pools, dropout, a block to class maps, global average pooling."""
+    """d2l's NiN: NiN blocks and max-pools, dropout, a block to class maps, global average pooling.
+
+    Its classifier (timm's sense) is the last NiN block, `features[-1]`: the one that makes class maps.
+    """
+
+    paper = PAPER
 
     def __init__(self, name: str, *, num_classes: int, in_channels: int, input_size: int, width: float,
                  dropout: float) -> None:
@@ -53,7 +60,8 @@ class NiN(ClassicNet):
             layers.append(block)
             channels = block[-2].out_channels
         layers.append(Dropout(dropout))
-        layers.append(make_layers(_nin_block(Conv(num_classes, 3)), channels)[0])  # width never scales classes
+        self.num_features = self.head_hidden_size = channels
+        layers.append(self.new_classifier(num_classes))
         self.features = nn.Sequential(*layers)
         self.set_input_limits(windows_of([self.features]))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -62,6 +70,24 @@ class NiN(ClassicNet):
 
     def head_layers(self) -> list[nn.Module]:
         return []
+
+    def get_classifier(self) -> nn.Module:
+        return self.features[-1]
+
+    def set_classifier(self, layer: nn.Module) -> None:
+        self.features[-1] = layer
+
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        """A NiN block with one map per class (width never scales classes); 0 classes: none."""
+        if num_classes == 0:
+            return nn.Identity()
+        return make_layers(_nin_block(Conv(num_classes, 3)), self.head_hidden_size)[0]
+
+    @property
+    def feature_info(self) -> FeatureInfo:
+        """Stage ends up to the last pool: the class-map block is the classifier, not a feature."""
+        body = list(self.features.named_children())[:-2]  # without the dropout and the class block
+        return stage_ends([(f"features.{n}", m) for n, m in body], self.in_channels)
 
 
 def _nin(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224, width: float = 1.0,

@@ -7,15 +7,17 @@ name and the options before building, so a typo gets a suggestion instead of a T
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from classicnets.errors import ClassicNetsError
+from classicnets.models.features import FeatureMaps
 
 # Every family registers itself when `classicnets.models` is imported, which Python always does before
 # this module (it lives in that package), so the registry below is complete by the time it is asked.
@@ -68,19 +70,44 @@ def get_entry(name: str) -> ModelEntry:
     raise ClassicNetsError(f"unknown model {name!r}; {hint} (classicnets list shows all)")
 
 
-def list_models() -> list[str]:
-    """Every registered net, grouped by family in the order of the papers."""
+def list_models(filter: str | Sequence[str] = "", pretrained: bool = False,
+                exclude_filters: str | Sequence[str] = ()) -> list[str]:
+    """Registered nets, grouped by family in the order of the papers; timm's call.
+
+    `filter`: shell-style patterns ("vgg1*", ["alexnet*", "nin"]); `pretrained=True`: only the nets
+    torchvision publishes ImageNet weights for; `exclude_filters`: patterns to drop.
+    """
     rank = {family: i for i, family in enumerate(FAMILY_ORDER)}
-    return sorted(_MODELS, key=lambda n: rank.get(_MODELS[n].family, len(rank)))  # stable: keeps file order
+    names = sorted(_MODELS, key=lambda n: rank.get(_MODELS[n].family, len(rank)))  # stable: keeps file order
+    include = [filter] if isinstance(filter, str) else list(filter)
+    exclude = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
+    if any(include):
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, _normalise(p)) for p in include if p)]
+    names = [n for n in names if not any(fnmatch.fnmatchcase(n, _normalise(p)) for p in exclude)]
+    if pretrained:
+        names = [n for n in names if _MODELS[n].torchvision is not None]
+    return names
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+# timm's and torchvision's names for our options, so code written for them builds our nets.
+ALIASES = {"in_chans": "in_channels", "drop_rate": "dropout"}
+
+
+def create_model(name: str, pretrained: bool = False, *, weights: object = None, features_only: bool = False,
+                 out_indices: Sequence[int] | None = None, **kwargs) -> nn.Module:
     """Build a registered net: `create_model("vgg16", num_classes=10, in_channels=1, width=0.25)`.
 
     Options are the builder's (num_classes, in_channels, input_size, width, dropout, init, and per family
-    head / aux_logits / activation); an unknown option is refused by name.
+    head / aux_logits / activation); an unknown option is refused by name. timm's keywords work too:
+    `in_chans`, `drop_rate`, `features_only=True` (a FeatureMaps net returning the stage-end maps, with
+    `out_indices`), `pretrained=False` / `weights=None`.
     """
     entry = get_entry(name)
+    for alias, option in ALIASES.items():
+        if alias in kwargs:
+            if option in kwargs:
+                raise ClassicNetsError(f"{entry.name}: pass {option} or its alias {alias}, not both")
+            kwargs[option] = kwargs.pop(alias)
     for key in kwargs:
         if key not in entry.options:
             close = difflib.get_close_matches(key, list(entry.options), n=1)
@@ -88,7 +115,14 @@ def create_model(name: str, **kwargs) -> nn.Module:
             raise ClassicNetsError(
                 f"{entry.name} has no option {key!r}{hint}; its options are {', '.join(entry.options)}"
             )
-    return entry.builder(**kwargs)
+    if pretrained or weights is not None:
+        raise ClassicNetsError(
+            f"{entry.name}: classicnets does not fetch pretrained weights yet; build it with pretrained=False "
+            "and load a torchvision state dict with classicnets.models.load_weights(net, state_dict)")
+    if out_indices is not None and not features_only:
+        raise ClassicNetsError(f"{entry.name}: out_indices picks feature maps; pass features_only=True too")
+    model = entry.builder(**kwargs)
+    return FeatureMaps(model, out_indices) if features_only else model
 
 
 def count_params(model: nn.Module) -> int:

@@ -61,6 +61,8 @@ class ConvSlot(NamedTuple):
 class VGG(ClassicNet):
     """A VGG net built from one row of VGG_TABLE."""
 
+    paper = PAPER
+
     def __init__(self, name: str, config: str, *, batch_norm: bool, num_classes: int, in_channels: int,
                  input_size: int, width: float, dropout: float, head: str) -> None:
         super().__init__(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
@@ -76,15 +78,38 @@ class VGG(ClassicNet):
         size = self.set_input_limits(windows_of([self.features]))
         self.conv_slots = _conv_slots(table, convs)
         channels = scaled(conv_channels[-1], width)
+        self.num_features = channels
         if head == "fc":
             self.avgpool = nn.AdaptiveAvgPool2d((size, size))
             self.flatten = nn.Flatten(1)
             hidden = scaled(FC_UNITS, width)
             self.classifier = mlp_head(channels * size * size, [hidden, hidden], num_classes, dropout=dropout)
+            self.head_hidden_size = hidden
         else:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.flatten = nn.Flatten(1)
             self.classifier = nn.Sequential(nn.Linear(channels, num_classes))
+            self.head_hidden_size = channels
+
+    def tap_names(self) -> dict[str, str]:
+        """The perceptual-loss literature's layer names -> module names, torchvision's indices: conv{b}_{i},
+        bn{b}_{i} (the _bn nets), relu{b}_{i} for conv i of block b, lrn1 (A-LRN), pool{b}. VGG-16:
+        relu1_2 features.3, relu2_2 features.8, relu3_3 features.15, relu4_3 features.22, relu5_3 features.29."""
+        names = {}
+        for slot in self.conv_slots:
+            tag = f"{slot.block + 1}_{slot.position + 1}"
+            names[f"conv{tag}"] = slot.conv
+            if slot.bn:
+                names[f"bn{tag}"] = slot.bn
+            names[f"relu{tag}"] = f"features.{int((slot.bn or slot.conv).split('.')[1]) + 1}"
+        kinds = {nn.MaxPool2d: "pool", nn.LocalResponseNorm: "lrn"}
+        seen = dict.fromkeys(kinds.values(), 0)
+        for index, layer in enumerate(self.features):
+            if type(layer) in kinds:
+                kind = kinds[type(layer)]
+                seen[kind] += 1
+                names[f"{kind}{seen[kind]}"] = f"features.{index}"
+        return names
 
 
 def _conv_slots(table: list, convs: list[tuple[int, int | None]]) -> list[ConvSlot]:
