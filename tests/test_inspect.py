@@ -162,7 +162,7 @@ def test_json_has_every_row_and_the_totals():
     assert [row["name"] for row in data["layers"]] == [r.name for r in s.rows]
     first = data["layers"][0]
     assert first == {"name": "features.0", "type": "Conv2d", "output_shape": [6, 28, 28], "params": 156,
-                     "macs": 6 * 28 * 28 * 25, "receptive_field": 5, "jump": 1, "depth": 2}
+                     "macs": 6 * 28 * 28 * 25, "receptive_field": 5, "jump": 1, "depth": 2, "tap": ""}
     assert data["layers"][-1]["receptive_field"] is None
     assert data["total_params"] == s.total_params == sum(p.numel() for p in meta_model("lenet").parameters())
     assert data["total_macs"] == s.total_macs
