@@ -11,6 +11,8 @@ zoo runs on 2 CPU cores; five nets, one per family, are in the quick subset, the
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -290,3 +292,17 @@ def test_hubconf_has_an_entry_per_net_and_loads_locally():
     entries = sorted(n for n in dir(hub) if not n.startswith("_") and callable(getattr(hub, n)))
     assert entries == sorted(list_models()) and hub.dependencies == ["torch", "torchvision"]
     assert hub.googlenet_bn.__doc__ and "vgg11 has no option" in error_of(lambda: hub.vgg11(colour=1))
+
+
+@pytest.mark.slow
+def test_the_readmes_feature_extraction_example_runs_as_written(tmp_path):
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### As parts"):]
+    start = section.index("```python\n") + len("```python\n")
+    script = tmp_path / "example.py"
+    script.write_text(section[start:section.index("```\n", start)]
+                      + "print([tuple(m.shape[1:]) for m in maps.values()][-1])\n")
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[256, 512, 512] [4, 8, 16]", "(512, 28, 28)"]
