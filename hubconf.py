@@ -18,7 +18,7 @@ _SRC = _Path(__file__).resolve().parent / "src"
 if _SRC.is_dir() and str(_SRC) not in _sys.path:
     _sys.path.insert(0, str(_SRC))
 
-from classicnets.models import registry as _registry  # noqa: E402
+from classicnets.models import registry as _registry
 
 
 def _entry(name: str):

@@ -2,7 +2,8 @@
 # Set up everything classicnets needs on a fresh Debian machine, idempotently:
 #   a virtual environment in .venv with torch + torchvision and classicnets (editable),
 #   and the real Fashion-MNIST files from Debian's dataset-fashion-mnist package when we are root.
-# Usage: bash scripts/setup.sh [--dev]     (--dev adds pytest, hypothesis, ruff)
+# Usage: bash scripts/setup.sh [--dev]     (--dev adds pytest, hypothesis, ruff and the extras: onnx, onnxscript,
+#                                           onnxruntime, safetensors, tensorboard, so every test runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""

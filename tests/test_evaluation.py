@@ -8,12 +8,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
+from classicnets.cli import main
 from classicnets.data import ArrayDataset, TensorLoader
 from classicnets.data.transforms import eval_transform
 from classicnets.errors import ClassicNetsError
-from classicnets.evaluation import evaluate
+from classicnets.evaluation import PROGRESS_LINES, evaluate
 from classicnets.metrics import EvalResult, evaluate_loader
 from classicnets.models import create_model
 from classicnets.models.dense import to_dense
@@ -308,3 +310,56 @@ def test_top5_error_by_hand_on_known_logits():
     assert result.top5_error == pytest.approx(1 / 4)
     assert torch.allclose(result.posteriors, logits.softmax(1))
     assert result.count == 4 and result.views == 1
+
+
+# --- progress of a long test pass (stderr; stdout keeps the report) -------------------------------------
+
+def test_lines_progress_reports_images_batches_rate_and_time_left_on_stderr(tiny_vgg, toy_images, capsys):
+    quiet = evaluate(tiny_vgg, toy_images, crops="multi", scales=(40,), batch_size=2)
+    assert capsys.readouterr() == ("", "")  # the Python API is silent unless asked
+    shown = evaluate(tiny_vgg, toy_images, crops="multi", scales=(40,), batch_size=2, progress="lines")
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == "" and len(lines) == 3  # one per batch: fewer batches than PROGRESS_LINES
+    assert lines[0].startswith("eval: 2/6 images (batch 1/3), ") and "images/s, ETA " in lines[0]
+    assert lines[-1].startswith("eval: 6/6 images (batch 3/3), ") and lines[-1].endswith(" in all")
+    assert torch.equal(shown.posteriors, quiet.posteriors)
+
+
+def test_lines_progress_prints_about_ten_lines_however_many_batches(tiny_vgg, capsys):
+    images = dataset(torch.zeros(40, 1, 32, 32, dtype=torch.uint8), [0, 1, 2, 3] * 10)
+    evaluate(tiny_vgg, images, batch_size=1, progress="lines")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == PROGRESS_LINES and lines[-1].startswith("eval: 40/40 images (batch 40/40)")
+
+
+def test_bar_progress_goes_to_stderr_and_none_is_silent(tiny_vgg, toy_images, capsys):
+    evaluate(tiny_vgg, toy_images, batch_size=2, progress="bar")
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("\reval:") and "/6 [" in err and "img/s" in err  # tqdm's own line
+    evaluate(tiny_vgg, toy_images, batch_size=2, progress="none")
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(ClassicNetsError, match="progress must be one of auto, bar, lines, none; got 'loud'"):
+        evaluate(tiny_vgg, toy_images, progress="loud")
+
+
+def test_eval_command_shows_progress_on_stderr_and_keeps_stdout_the_report(tmp_path, tiny_vgg, toy_images, capsys):
+    root = tmp_path / "toy"
+    for split in ("train", "val"):  # a folder data set with a held-out split: eval tests on val
+        for index, (image, label) in enumerate(zip(toy_images.images, toy_images.labels.tolist())):
+            folder = root / split / toy_images.classes[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy()).save(folder / f"{index}.png")
+    path = make_checkpoint(tmp_path / "m.pt", tiny_vgg, classes=toy_images.classes, mean=[0.5], std=[0.25],
+                           data_name=f"folder:{root}")
+    argv = ["eval", str(path), "--device", "cpu", "--crops", "multi", "--scales", "40", "--batch-size", "2"]
+    assert main([*argv, "--progress", "none"]) == 0
+    report, silent = capsys.readouterr()
+    assert main([*argv, "--progress", "lines"]) == 0
+    out, err = capsys.readouterr()
+    assert silent == "" and out == report and "top-1 error" in report
+    assert [line.split(",")[0] for line in err.splitlines()] == [
+        "eval: 2/6 images (batch 1/3)", "eval: 4/6 images (batch 2/3)", "eval: 6/6 images (batch 3/3)"]
+    assert main(argv) == 0  # default: auto, and stderr is not a terminal here: lines
+    out, err = capsys.readouterr()
+    assert out == report and len(err.splitlines()) == 3

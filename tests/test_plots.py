@@ -3,10 +3,11 @@
 import json
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from classicnets.cli import main
 from classicnets.errors import ClassicNetsError
-from classicnets.plots import plot_run, plot_runs, read_metrics
+from classicnets.plots import confusion_figure, plot_run, plot_runs, read_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -66,3 +67,24 @@ def test_plotting_a_folder_without_metrics_is_a_clear_error(tmp_path, capsys):
         plot_run(tmp_path)
     assert main(["plot", str(tmp_path)]) == 2
     assert "pass a run dir written by `classicnets train`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("k", [2, 10, 30])
+@pytest.mark.parametrize("names", ["short", "long"])
+def test_confusion_plot_keeps_every_label_inside_the_figure(k, names):
+    """The "true" label was clipped at the left edge (10 Fashion-MNIST classes, or 2 with long names)."""
+    classes = [f"c{i}" if names == "short" else f"class {i} with a rather long folder name, like this" for i in range(k)]
+    confusion = [[(i * 7 + j * 3) % 11 for j in range(k)] for i in range(k)]
+    fig = confusion_figure(confusion, classes, title="vgg11_bn-fashion-mnist-fast-20260101-120000: confusion "
+                                                     "(test acc 0.936)")
+    FigureCanvasAgg(fig)
+    fig.set_dpi(110)  # as plot_confusion saves it
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    ax = fig.axes[0]
+    inside = fig.bbox.padded(0.5)
+    for label in (ax.yaxis.label, ax.xaxis.label, ax.title, *ax.get_xticklabels(), *ax.get_yticklabels()):
+        box = label.get_window_extent(renderer)
+        assert inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1), (label.get_text(), box)
+    assert ax.yaxis.label.get_text() == "true" and len(ax.get_yticklabels()) == k
+    assert ax.bbox.width > 300 and ax.bbox.height > 300  # the matrix keeps its room

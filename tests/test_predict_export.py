@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
+import sys
 import warnings
 
 import pytest
@@ -24,14 +24,11 @@ from classicnets.export import (
 from classicnets.models import create_model
 from classicnets.predict import predict
 from classicnets.training import checkpoint
+from helpers import error_of
 
 CLASSES = ["alpha", "beta", "gamma"]
 MEAN, STD = [0.5], [0.25]
 KWARGS = {"num_classes": 3, "in_channels": 1, "input_size": 32, "width": 1 / 16}
-
-
-def has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def write_png(image: torch.Tensor, path: str) -> None:
@@ -169,7 +166,6 @@ def test_safetensors_round_trips_every_dtype_and_empty_tensors(tmp_path):
         assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
 
 
-@pytest.mark.skipif(not has("safetensors"), reason="the safetensors package is not installed")
 def test_safetensors_package_reads_our_files(setup, tmp_path):
     from safetensors.torch import load_file
 
@@ -189,23 +185,31 @@ def test_safetensors_reader_refuses_a_damaged_file(tmp_path):
         load_safetensors(tmp_path / "junk.safetensors")
 
 
-@pytest.mark.skipif(has("onnx") and has("onnxscript"), reason="onnx is installed: the round trip test runs")
-def test_onnx_export_without_onnx_says_what_to_install(setup, tmp_path):
-    with pytest.raises(ClassicNetsError, match="pip install onnx onnxscript"):
-        export(setup["ckpt"], "onnx", tmp_path / "m.onnx")
+@pytest.mark.parametrize("package", ["onnx", "onnxscript"])
+def test_onnx_export_without_onnx_says_what_to_install(setup, tmp_path, monkeypatch, package):
+    monkeypatch.setitem(sys.modules, package, None)  # as if not installed: `import` raises ImportError
+    message = error_of(lambda: export(setup["ckpt"], "onnx", tmp_path / "m.onnx"))
+    assert f"needs the {package} package: pip install onnx onnxscript" in message
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.skipif(not (has("onnx") and has("onnxscript") and has("onnxruntime")),
-                    reason="onnx, onnxscript and onnxruntime are needed for the ONNX round trip")
-def test_onnx_export_round_trips_in_onnxruntime(setup, tmp_path):
+@pytest.mark.slow
+def test_onnx_export_round_trips_in_onnxruntime_with_the_batch_free_and_the_size_fixed(setup, tmp_path):
+    import onnx
     import onnxruntime
 
     path = export(setup["ckpt"], "onnx", tmp_path / "m.onnx")
     session = onnxruntime.InferenceSession(str(path))
-    x = torch.randn(3, 1, 32, 32)
-    (logits,) = session.run(None, {"images": x.numpy()})
-    assert torch.allclose(torch.from_numpy(logits), setup["model"](x), atol=1e-4)
+    for n in (1, 3):
+        x = torch.randn(n, 1, 32, 32)
+        (logits,) = session.run(None, {"images": x.numpy()})
+        assert torch.allclose(torch.from_numpy(logits), setup["model"](x), atol=1e-4)
+    graph = onnx.load(str(path))
+    dims = [d.dim_param or d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, 32, 32]
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["dynamic_size"] == "false" and meta["normalized_inside"] == "false"
+    assert json.loads(meta["classes"]) == CLASSES
 
 
 def test_export_command_writes_beside_the_checkpoint(setup, capsys):

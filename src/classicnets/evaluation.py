@@ -12,11 +12,14 @@ scales and the two evaluation kinds, as the paper does.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from classicnets.data import transforms
 from classicnets.data.dataset import printable
@@ -24,8 +27,10 @@ from classicnets.errors import ClassicNetsError
 from classicnets.metrics import confusion_matrix, logits_of, per_class_accuracy, topk_correct
 from classicnets.models.dense import to_dense
 from classicnets.training import checkpoint
+from classicnets.training.config import PROGRESS
 
 CROP_MODES = ("center", "flip", "multi")
+PROGRESS_LINES = 10  # lines a test pass prints with progress="lines", the last one when it ends
 
 
 # --- Loading a model for inference ------------------------------------------------------------------------
@@ -100,6 +105,48 @@ def prepare(images: torch.Tensor, scale: int, loaded_mean, loaded_std) -> torch.
     transform does it (classicnets.data.transforms), so the default protocol reproduces its accuracy."""
     mean = loaded_mean if loaded_mean is not None else [0.0] * images.shape[1]
     return transforms.normalize(transforms.resize_short_side(images, scale), mean, loaded_std)
+
+
+# --- Progress of a long test pass -------------------------------------------------------------------------
+
+class PassProgress:
+    """How far a test pass is, on stderr (stdout keeps the report), in train's --progress modes: "bar" a
+    tqdm bar, "lines" about ten plain lines with the rate and the time left, "none" nothing, "auto" a bar
+    when stderr is a terminal, else lines. Multi-crop at several scales runs for minutes: this is the
+    only sign of life."""
+
+    def __init__(self, mode: str, images: int, batches: int, what: str = "eval") -> None:
+        if mode not in PROGRESS:
+            raise ClassicNetsError(f"progress must be one of {', '.join(PROGRESS)}; got {mode!r}")
+        self.mode = ("bar" if sys.stderr.isatty() else "lines") if mode == "auto" else mode
+        self.images, self.batches, self.what = images, batches, what
+        self.start = time.perf_counter()
+        self.printed = 0  # lines so far: one each time another 1/PROGRESS_LINES of the batches is done
+        self.bar = None
+        if self.mode == "bar" and batches:
+            self.bar = tqdm(total=images, desc=what, unit="img", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, images_done: int, batches_done: int) -> None:
+        if self.bar is not None:
+            self.bar.update(images_done - self.bar.n)
+        elif self.mode == "lines" and batches_done * PROGRESS_LINES // self.batches > self.printed:
+            self.printed = batches_done * PROGRESS_LINES // self.batches
+            print(self.line(images_done, batches_done), file=sys.stderr, flush=True)
+
+    def line(self, images_done: int, batches_done: int) -> str:
+        elapsed = time.perf_counter() - self.start
+        rate = images_done / elapsed if elapsed > 0 else 0.0
+        if batches_done >= self.batches:
+            when = f"{tqdm.format_interval(elapsed)} in all"
+        else:
+            when = f"ETA {tqdm.format_interval((self.images - images_done) / rate)}" if rate else "ETA ?"
+        return (f"{self.what}: {images_done:,}/{self.images:,} images (batch {batches_done}/{self.batches}), "
+                f"{rate:,.1f} images/s, {when}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # --- The VGG paper's test protocols ------------------------------------------------------------------------
@@ -205,6 +252,7 @@ def evaluate(
     device: str | torch.device | None = None,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    progress: str = "none",
 ) -> ProtocolResult:
     """Test a net on an ArrayDataset (uint8 N x C x H x W) with the VGG paper's protocols (Sec. 3.2, 4.2-4.3).
 
@@ -220,7 +268,8 @@ def evaluate(
     or a net (then pass mean/std as in training, in [0, 1] units; std=None subtracts the mean only).
     `channels_last` runs the convolutions in NHWC layout, faster on a CPU (measured, VGG-11-BN width 1/4,
     1 thread: 2x for 32x32 centre crops, 1.3x for multi-crop + dense at Q=32,40,48); the net is put back in
-    its usual layout afterwards.
+    its usual layout afterwards. `progress` shows how far the pass is on stderr: "bar", "lines", "auto" or
+    "none" (see `PassProgress`).
     """
     loaded = load_inference_model(model_or_ckpt, device)
     model = loaded.model
@@ -259,6 +308,7 @@ def evaluate(
     n = int(labels.shape[0])
     posteriors = torch.zeros(n, num_classes, dtype=torch.float32)
     views_per_scale: list[int] = []
+    shown = PassProgress(progress, n, -(-n // batch_size))
 
     def softmax_of(net, x, spatial_mean: bool) -> torch.Tensor:
         ctx = torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
@@ -297,7 +347,9 @@ def evaluate(
                     kinds.append(dense_post)
                 posteriors[start:start + x.shape[0]] = (sum(kinds) / len(kinds)).cpu()
                 views_per_scale = counts
+                shown.update(start + x.shape[0], start // batch_size + 1)
     finally:
+        shown.close()
         model.train(was_training)
         if channels_last:
             model.to(memory_format=torch.contiguous_format)

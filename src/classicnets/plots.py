@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import tempfile
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -189,25 +190,44 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
 def plot_confusion(confusion: list[list[int]], classes: list[str] | None, path: str | Path,
                    title: str = "") -> Path:
     """Rows are true classes, columns predictions; colour is the row fraction, text the count."""
+    return save_figure(confusion_figure(confusion, classes, title), path, dpi=110)
+
+
+MAX_TICK_LABEL = 40  # characters of a class name on the axes; a longer one ends in "..."
+LABELLED_CLASSES = 30  # above this many classes the axes carry no names (they would overlap)
+TITLE_INCHES_PER_CHAR = 0.1  # a wide character of the 12-point title
+
+
+def confusion_figure(confusion: list[list[int]], classes: list[str] | None, title: str = "") -> Figure:
+    """The confusion matrix figure of `plot_confusion`.
+
+    The cells fill their axes (aspect "auto": constrained layout cannot make room for the labels of an
+    axes whose aspect it does not control, and clipped the "true" label), the figure grows with the
+    longest class name, so the matrix keeps its size, and a long title wraps: every label stays inside.
+    """
     counts = np.asarray(confusion, dtype=np.int64)
     k = counts.shape[0]
     classes = list(classes or [str(i) for i in range(k)])
+    names = [c if len(c) <= MAX_TICK_LABEL else c[:MAX_TICK_LABEL - 3] + "..." for c in classes]
     fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     side = min(4 + 0.45 * k, 16)
-    fig = _figure(side + 1, side)
+    longest = max(map(len, names), default=0) if k <= LABELLED_CLASSES else 0
+    extra = 0.06 * longest  # inches of 8-point text per character: the names beside and (at 45 deg) below
+    fig = _figure(side + 1 + extra, side + 0.75 * extra)
     ax = fig.add_subplot()
-    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
-    if k <= 30:
-        ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
+    if k <= LABELLED_CLASSES:
+        ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
         if k <= 20:
             for i in range(k):
                 for j in range(k):
                     ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if fractions[i, j] > 0.5 else "black")
+    title = textwrap.fill(title, width=max(20, int((side + 1 + extra - 1) / TITLE_INCHES_PER_CHAR)))
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    return save_figure(fig, path, dpi=110)
+    return fig
 
 
 def plot_runs(run_dirs: list[str | Path], out: str | Path) -> Path:

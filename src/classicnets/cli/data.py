@@ -6,6 +6,8 @@ import argparse
 
 from classicnets.errors import ClassicNetsError
 
+DATA_NAMES = "fashion-mnist, mnist, cifar10, cifar100 or folder:PATH"  # tests keep it equal to data.DATASETS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="list, inspect and fetch data sets")
@@ -21,8 +23,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=_list)
 
     p = sub.add_parser("info", help="counts, classes, per-channel mean/std, source and checksum of NAME",
-                       description="NAME: fashion-mnist, mnist, cifar10, cifar100 or folder:PATH")
-    p.add_argument("name", metavar="NAME")
+                       description=f"NAME: {DATA_NAMES}")
+    p.add_argument("name", metavar="NAME", help=f"the data set: {DATA_NAMES}")
     add_common(p)
     p.add_argument("--no-verify", action="store_true", help="skip the checksums (structure is still checked)")
     p.add_argument("--image-size", type=int, metavar="N", help="folders: rescale + centre-crop images to NxN")
@@ -32,7 +34,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_info)
 
     p = sub.add_parser("get", help="download NAME from its official mirrors (or say where it already is)")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help=f"the data set: {DATA_NAMES}")
     add_common(p)
     p.set_defaults(func=_get)
 

@@ -16,9 +16,20 @@ EVAL_REPORT = "classicnets.eval/1"  # the "format" of eval --out's JSON: an earl
 
 MAX_PRINTED_CONFUSION = 20  # classes; a larger matrix goes to --out only
 MAX_SCALE = 4096  # test scales above this would not fit in memory at any sensible batch size
+# classicnets.evaluation.CROP_MODES and "none" (a test keeps them equal).
+EVAL_CROPS = ("none", "center", "flip", "multi")
+# classicnets.predict.READABLE: the image files predict reads (a test keeps the two equal).
+IMAGE_FILES = "PNG, JPEG, GIF, WebP, BMP or TIFF"
+# What train's --progress modes mean for eval's test pass (evaluation.PassProgress).
+EVAL_PROGRESS = {"auto": "a bar when stderr is a terminal, else lines", "bar": "a tqdm bar",
+                 "lines": "about ten lines with the rate and the time left", "none": "nothing"}
 
 
 def register(subparsers) -> None:
+    from classicnets.cli.train import with_meanings
+    from classicnets.training.config import FIELDS, PROGRESS
+
+    device_help = FIELDS["device"].metadata["help"] + " (default: %(default)s)"
     p = subparsers.add_parser(
         "eval", help="test a checkpoint with the VGG paper's protocols (top-1/top-5 error, confusion)",
         description="Evaluate a checkpoint (a .pt file or a run dir) on its test set. Protocols (Simonyan & "
@@ -28,25 +39,30 @@ def register(subparsers) -> None:
                     "are averaged over views, scales and kinds.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a classicnets checkpoint or a run dir (its last.pt)")
     p.add_argument("--data", metavar="NAME", help="data set (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-dir", metavar="DIR", help="where the data sets live (default: the usual places)")
+    p.add_argument("--data-dir", metavar="DIR", help=FIELDS["data_dir"].metadata["help"])
     p.add_argument("--split", metavar="SPLIT", help="split to test (default: test; val for folder: data)")
     p.add_argument("--scales", metavar="Q,Q,...", type=_int_list,
                    help="test scales: short side of the rescaled image (default: the checkpoint's test scale)")
-    p.add_argument("--crops", choices=["none", "center", "flip", "multi"],
+    p.add_argument("--crops", choices=EVAL_CROPS,
                    help="crop views per scale (default: center, or flip for a checkpoint trained with "
                         "--test-flip; none with --dense)")
     p.add_argument("--dense", action="store_true",
                    help="apply the net's convolutional form to the whole image; with --crops, average both")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="dense evaluation also sees the mirrored image (default: on unless --crops center)")
-    p.add_argument("--grid", type=int, default=5, metavar="N", help="multi-crop grid per side (default: 5)")
-    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: 128)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="autocast precision (default: fp32; the fast recipe's test pass uses bf16)")
+    p.add_argument("--grid", type=int, default=5, metavar="N",
+                   help="multi-crop grid per side (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N",
+                   help="images per batch (default: %(default)s)")
+    p.add_argument("--precision", choices=tuple(FIELDS["precision"].metadata["choices"]), default="fp32",
+                   help="autocast precision (default: %(default)s; the fast recipe's test pass uses bf16)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="NHWC convolutions, 1.3-2x faster on a CPU (default: on)")
     p.add_argument("--limit", type=int, metavar="N", help="test only the first N images")
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help=device_help)
+    p.add_argument("--progress", choices=tuple(PROGRESS), default="auto",
+                   help=with_meanings("progress of the test pass on stderr",
+                                      {mode: EVAL_PROGRESS[mode] for mode in PROGRESS}) + " (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of text")
     p.add_argument("--out", metavar="FILE", help="also write the result as JSON to FILE")
     p.set_defaults(func=_eval)
@@ -55,20 +71,36 @@ def register(subparsers) -> None:
                               description="Classify image files with a checkpoint: each is converted to the "
                                           "net's channels, rescaled, centre-cropped and normalised as in "
                                           "testing.")
-    q.add_argument("checkpoint", metavar="CHECKPOINT")
-    q.add_argument("images", nargs="+", metavar="IMAGE")
-    q.add_argument("--topk", type=int, default=5, metavar="K", help="classes to show per image (default: 5)")
-    q.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N (default: auto)")
+    q.add_argument("checkpoint", metavar="CHECKPOINT", help="a classicnets checkpoint or a run dir (its last.pt)")
+    q.add_argument("images", nargs="+", metavar="IMAGE",
+                   help=f"image files to classify ({IMAGE_FILES})")
+    q.add_argument("--topk", type=int, default=5, metavar="K",
+                   help="classes to show per image (default: %(default)s)")
+    q.add_argument("--device", default="auto", metavar="DEVICE", help=device_help)
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=_predict)
 
     r = subparsers.add_parser("export", help="write a checkpoint as ONNX, TorchScript, .pt2 or safetensors",
                               description="Export a checkpoint for deployment. Class names, input size and "
-                                          "normalisation travel inside the file as metadata. torchscript is "
-                                          "deprecated in recent torch; pt2 (torch.export) is its successor.")
-    r.add_argument("checkpoint", metavar="CHECKPOINT")
-    r.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="fmt")
+                                          "normalisation travel inside the file as metadata. The batch is "
+                                          "always free; the graph takes N x C x S x S at the training size S "
+                                          "unless --dynamic-size (torchscript: any size). onnx needs the onnx and onnxscript packages "
+                                          "(pip install -e '.[extras]'). torchscript is deprecated in recent "
+                                          "torch; pt2 (torch.export) is its successor. safetensors holds the "
+                                          "weights only.")
+    r.add_argument("checkpoint", metavar="CHECKPOINT", help="a classicnets checkpoint or a run dir (its last.pt)")
+    r.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="fmt",
+                   help="onnx (onnxruntime and most servers), torchscript, pt2 (torch.export) or safetensors "
+                        "(weights only)")
     r.add_argument("--out", metavar="PATH", help="output file (default: beside the checkpoint, same stem)")
+    r.add_argument("--dynamic-size", action="store_true",
+                   help="onnx and pt2: height and width free from the net's smallest input size up; refused, "
+                        "with the reason, for a net whose layers the exporter fixes at one size (GoogLeNet's "
+                        "ceil-mode pools; for onnx, an FC head that pools to a grid larger than 1x1). "
+                        "torchscript files are scripted and take any size the net takes, flag or not")
+    r.add_argument("--include-normalize", action="store_true",
+                   help="onnx, torchscript and pt2: the graph starts with (x - mean) / std, so it takes raw "
+                        "0-1 pixels (the metadata says normalized_inside: true)")
     r.set_defaults(func=_export)
 
 
@@ -130,7 +162,7 @@ def _eval(args) -> int:
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     result = evaluate(loaded, dataset, scales=args.scales, crops=crops, dense=args.dense, flip=args.flip,
                       grid=args.grid, batch_size=args.batch_size, autocast_dtype=autocast,
-                      channels_last=args.channels_last)
+                      channels_last=args.channels_last, progress=args.progress)
     report = {"format": EVAL_REPORT, "checkpoint": str(args.checkpoint), "model": loaded.name, "data": name,
               "split": split,
               "precision": args.precision, **result.to_dict()}
@@ -202,8 +234,13 @@ _HOW_TO_LOAD = {
 def _export(args) -> int:
     from classicnets.export import export
 
-    path = export(args.checkpoint, args.fmt, args.out)
+    path = export(args.checkpoint, args.fmt, args.out, dynamic_size=args.dynamic_size,
+                  include_normalize=args.include_normalize)
     size = path.stat().st_size
-    print(f"wrote {path} ({args.fmt}, {size / 2**20:.1f} MiB); load it with {_HOW_TO_LOAD[args.fmt]}",
-          file=sys.stdout)
+    notes = [f"{args.fmt}", f"{size / 2**20:.1f} MiB"]
+    if args.dynamic_size:
+        notes.append("height and width free")
+    if args.fmt != "safetensors":
+        notes.append("takes raw 0-1 pixels" if args.include_normalize else "normalise with its mean/std first")
+    print(f"wrote {path} ({', '.join(notes)}); load it with {_HOW_TO_LOAD[args.fmt]}", file=sys.stdout)
     return 0

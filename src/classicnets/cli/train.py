@@ -33,16 +33,17 @@ def register(subparsers) -> None:
     for name, f in FIELDS.items():
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
+        choices = f.metadata.get("choices")
         text = f.metadata["help"]
         if default is not None or "(default:" not in text:  # else the help says what none means
             by_recipe = f", {DEFAULT_RECIPE} recipe" if name in RECIPES[DEFAULT_RECIPE] else ""
             text = re.sub(r" \(default: [^)]*\)", "", text) + f" (default: {_show(default)}{by_recipe})"
+        text = with_meanings(text, choices)
         kwargs = {"dest": name, "default": argparse.SUPPRESS, "help": text}
         if base_type(name) is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = _converter(name)
-            choices = f.metadata.get("choices")
             kwargs["metavar"] = "{" + ",".join(choices) + "}" if choices else _metavar(name)
         if name == "recipe":
             kwargs.update(choices=list(RECIPES), metavar="{" + ",".join(RECIPES) + "}",
@@ -54,14 +55,25 @@ def register(subparsers) -> None:
                               description="Draw loss and accuracy curves from runs' metrics.jsonl. One run: "
                                           "its loss.png, accuracy.png and confusion.png again; several: one "
                                           "overlay.")
-    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    q.add_argument("--out", metavar="FILE", help="overlay PNG to write (several runs: comparison.png)")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run dir (or its metrics.jsonl)")
+    q.add_argument("--out", metavar="FILE", help="overlay image to write, .png, .pdf or .svg (default for "
+                                                 "several runs: comparison.png)")
     q.set_defaults(func=_plot)
+
+
+def with_meanings(text: str, choices: dict[str, str] | tuple[str, ...] | None) -> str:
+    """A help text with what each choice means ("head: fc (...), gap (...) (default: ...)"), written from
+    the same literal the values are checked against, so --help never names a value the code refuses."""
+    if not isinstance(choices, dict):
+        return text  # the metavar {a,b,c} already lists them
+    listed = ", ".join(f"{value} ({meaning})" if meaning else value for value, meaning in choices.items())
+    prose, default = re.match(r"(.*?)((?: \(default: [^)]*\))?)$", text).groups()
+    return f"{prose}: {listed}{default}"
 
 
 _METAVARS = {"model": "NAME", "data": "NAME", "name": "NAME", "data_dir": "DIR", "run_dir": "DIR",
              "warm_start": "CHECKPOINT", "scale_jitter": "SMIN,SMAX", "max_memory": "SIZE",
-             "batch_size": "N|auto", "head": "HEAD", "init": "SCHEME", "device": "DEVICE"}
+             "batch_size": "N|auto", "device": "DEVICE"}
 
 
 def _metavar(name: str) -> str:

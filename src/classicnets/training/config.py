@@ -25,9 +25,12 @@ from classicnets.errors import ClassicNetsError
 
 
 def _group(name: str):
-    """Field maker for one section of the config (the section titles the options in --help)."""
+    """Field maker for one section of the config (the section titles the options in --help).
 
-    def make(default, help: str, choices: tuple[str, ...] | None = None):
+    `choices` are the only values the field accepts: a tuple, or a dict of value -> what it means. The
+    CLI writes them into --help from here, so help texts never list the values by hand (tests check)."""
+
+    def make(default, help: str, choices: tuple[str, ...] | dict[str, str] | None = None):
         return field(default=default, metadata={"help": help, "choices": choices, "group": name})
 
     return make
@@ -35,6 +38,18 @@ def _group(name: str):
 
 _what, _model, _optim, _data, _speed, _repro, _run = map(
     _group, ("what", "model", "optim", "data", "speed", "repro", "run"))
+
+# The values the nets accept, written here because their modules need torch and the config (and with it
+# `train --help`) must not; tests/test_cli_help.py keeps them equal to models.vgg.HEADS and
+# models.init.SCHEMES.
+HEADS = {"fc": "the paper's three FC layers", "gap": "global average pooling + one linear layer, as NiN"}
+INIT_SCHEMES = {
+    "kaiming": "torchvision's", "he": "kaiming fan-in for every layer", "xavier": "Glorot uniform, as d2l",
+    "normal": "N(0, 0.01), the VGG paper's", "alexnet": "the AlexNet paper's, AlexNet-shaped nets only",
+}
+# --progress: train's modes (`eval --progress` takes the same ones for its test pass).
+PROGRESS = {"auto": "bar on a terminal, else lines", "bar": "a tqdm bar",
+            "lines": "a step line every quarter epoch", "none": "epoch lines only"}
 
 
 @dataclass
@@ -57,8 +72,8 @@ class TrainConfig:
     size: int | None = _model(None, "input size the images are resized to (default: the data's own)")
     width: float | None = _model(None, "channel width multiplier (default: the model's, 1.0)")
     dropout: float | None = _model(None, "dropout in the classifier (default: the model's)")
-    head: str | None = _model(None, "classifier head, e.g. fc or conv (default: the model's)")
-    init: str | None = _model(None, "weight init: kaiming, he, xavier, normal, alexnet (default: the model's)")
+    head: str | None = _model(None, "classifier head of the VGG nets (default: the model's)", HEADS)
+    init: str | None = _model(None, "weight initialisation (default: the model's)", INIT_SCHEMES)
     warm_start: str | None = _model(None, "checkpoint whose matching layers initialise the net (VGG paper)")
 
     # optimisation
@@ -89,8 +104,9 @@ class TrainConfig:
     crop_padding: int = _data(0, "random crops after padding by this many pixels (0 = off)")
     flip: bool = _data(False, "random horizontal flips")
     scale_jitter: str | None = _data(None, "train scales 'SMIN,SMAX': resize to random S, crop --size (VGG)")
-    normalize: str = _data("meanstd", "input normalisation: mean/std, mean only (VGG paper), none (d2l)",
-                           ("meanstd", "mean", "none"))
+    normalize: str = _data("meanstd", "input normalisation", {
+        "meanstd": "subtract the mean, divide by the std", "mean": "subtract the mean only, as the VGG paper",
+        "none": "pixels in [0, 1], as d2l"})
     test_flip: bool = _data(False, "test pass averages each image's soft-max with its mirror's (VGG paper "
                                    "sec. 3.2; 2x the test time)")
     limit_train: int | None = _data(None, "use only the first N training examples (quick runs, tests)")
@@ -98,7 +114,7 @@ class TrainConfig:
     skip_bad: bool = _data(False, "image folders: skip unreadable images (and count them) instead of stopping")
 
     # speed and memory
-    precision: str = _speed("fp32", "autocast precision (fp16 needs a GPU)", ("fp32", "bf16", "fp16"))
+    precision: str = _speed("fp32", "autocast precision", {"fp32": "", "bf16": "", "fp16": "needs a GPU"})
     channels_last: bool = _speed(False, "NHWC memory layout (faster convolutions with bf16 and on GPUs)")
     compile: bool = _speed(False, "torch.compile the model")
     cudnn_benchmark: bool = _speed(True, "let cuDNN pick the fastest kernels (GPU)")
@@ -114,13 +130,13 @@ class TrainConfig:
 
     # run control and output
     eval_every: int = _run(1, "test every N epochs (and after the last)")
-    stop_at_accuracy: float | None = _run(None, "stop once test accuracy reaches this (time to accuracy)")
+    stop_at_accuracy: float | None = _run(None, "stop once test accuracy reaches this fraction, e.g. 0.93 "
+                                                "(time to accuracy)")
     max_minutes: float | None = _run(None, "time budget: stop after the epoch that passes it")
     checkpoint_every: int = _run(0, "also save last.pt every N optimizer steps (0: see --checkpoint-seconds)")
     checkpoint_seconds: float = _run(60.0, "save last.pt at the first step after this many seconds")
-    progress: str = _run("auto", "progress display: auto (bar on a terminal), bar, lines, none",
-                         ("auto", "bar", "lines", "none"))
-    tensorboard: str = _run("auto", "TensorBoard events: auto (if installed), on, off", ("auto", "on", "off"))
+    progress: str = _run("auto", "progress display", PROGRESS)
+    tensorboard: str = _run("auto", "TensorBoard events", {"auto": "if installed", "on": "", "off": ""})
     plots: bool = _run(True, "draw PNG curves and the confusion matrix at the end")
 
     def to_dict(self) -> dict[str, Any]:
