@@ -145,3 +145,16 @@ def test_console_command_prints_the_error_without_traceback():
     assert done.returncode == 2
     assert done.stderr.startswith("classicnets: error: input size must be CxHxW")
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_list_filters_by_pattern_and_by_published_weights(capsys):
+    assert main(["list", "vgg1*", "alexnet", "--format", "json"]) == 0
+    names = [info["name"] for info in json.loads(capsys.readouterr().out)]
+    assert names == [n for n in list_models() if n.startswith("vgg1")] + ["alexnet"]
+    assert main(["list", "--pretrained", "--format", "json"]) == 0
+    published = json.loads(capsys.readouterr().out)
+    assert [info["name"] for info in published] == list_models(pretrained=True)
+    assert all(info["torchvision"] for info in published) and len(published) == 10
+    assert main(["list", "resnet*"]) == 2
+    err = capsys.readouterr().err
+    assert "no net matches resnet*" in err and err.count("\n") == 1

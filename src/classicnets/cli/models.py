@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 
+from classicnets.errors import ClassicNetsError
+
 FORMATS = ("table", "json")
 
 
@@ -16,6 +18,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("list", help="the nets, with their parameter counts in the ImageNet setting",
                               description="Every registered net with its parameter count in the ImageNet "
                                           "setting (3x224x224 input, 1000 classes), smallest input and paper.")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN",
+                   help="only names matching these shell patterns, e.g. 'vgg1*' (quote them)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="only the nets torchvision publishes ImageNet weights for")
     p.add_argument("--format", choices=FORMATS, default="table", help="table (default) or json")
     p.set_defaults(func=_list)
 
@@ -54,7 +60,10 @@ def _short_paper(paper: str) -> str:
 def _list(args) -> int:
     from classicnets.models import list_models, model_info
 
-    infos = [model_info(name) for name in list_models()]
+    names = list_models(args.patterns, pretrained=args.pretrained)
+    if not names:
+        raise ClassicNetsError(f"no net matches {' '.join(args.patterns)}: 'classicnets list' shows them all")
+    infos = [model_info(name) for name in names]
     if args.format == "json":
         print(json.dumps([{k: v for k, v in info.items() if k != "options"} for info in infos], indent=2))
         return 0
