@@ -322,18 +322,15 @@ def stage_ends(named: Sequence[tuple[str, nn.Module]], in_channels: int) -> Feat
         if stride > 1 and previous is not None and (not info or info[-1]["module"] != previous):
             info.append({"num_chs": channels, "reduction": reduction, "module": previous})
         reduction *= stride
-        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-        channels = _out_channels(module) if convs or isinstance(module, nn.Conv2d) else channels
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]  # the module itself included
+        if hasattr(module, "out_channels"):  # a conv, or a block that says its width (Inception)
+            channels = int(module.out_channels)
+        elif convs:
+            channels = convs[-1].out_channels
         previous = name
     if previous is not None and (not info or info[-1]["module"] != previous):
         info.append({"num_chs": channels, "reduction": reduction, "module": previous})
     return info
-
-
-def _out_channels(module: nn.Module) -> int:
-    if hasattr(module, "out_channels"):
-        return int(module.out_channels)
-    return [m for m in module.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
 
 
 # --- The base class -------------------------------------------------------------------------------------
