@@ -147,5 +147,5 @@ def test_eval_offers_the_crops_precisions_and_progress_modes_it_runs():
 
 
 def test_predict_names_the_image_files_it_reads():
-    images = next(a for a in arguments(COMMANDS["predict"]) if a.dest == "images")
+    images = next(a for a in arguments(COMMANDS["predict"]) if a.dest == "inputs")
     assert IMAGE_FILES == READABLE and READABLE in images.help

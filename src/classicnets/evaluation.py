@@ -12,6 +12,7 @@ scales and the two evaluation kinds, as the paper does.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -25,7 +26,9 @@ from classicnets.data import transforms
 from classicnets.data.dataset import printable
 from classicnets.errors import ClassicNetsError
 from classicnets.metrics import confusion_matrix, logits_of, per_class_accuracy, topk_correct
+from classicnets.models import create_model
 from classicnets.models.dense import to_dense
+from classicnets.models.weights import imagenet_synsets
 from classicnets.training import checkpoint
 from classicnets.training.config import PROGRESS
 
@@ -50,6 +53,7 @@ class InferenceModel:
     data_name: str | None = None
     model_kwargs: dict = field(default_factory=dict)
     test_flip: bool = False  # trained with --test-flip: its test accuracies are the centre crop + flip's
+    synsets: list[str] | None = None  # ImageNet-1k's WordNet ids, in class order, for nets with its classes
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +97,46 @@ def load_inference_model(model_or_ckpt, device: str | torch.device | None = None
         device = ("cuda" if torch.cuda.is_available() else "cpu") if from_file else model_device(loaded.model)
     loaded.model.to(device)
     return loaded
+
+
+def load_trained_weights(model_name: str, weights: str, device: str | torch.device | None = None,
+                         **options) -> InferenceModel:
+    """A registered net with trained weights ("imagenet" or a file, as create_model's `weights`) ready for
+    predict and eval: the weights' class names (ImageNet's 1,000 categories), input size, test scale and
+    mean/std. A classicnets checkpoint is better passed as the checkpoint (its net options come with it)."""
+    model = create_model(model_name, weights=weights, **options)
+    cfg = model.pretrained_cfg
+    size = int(cfg["input_size"][1])
+    classes = [printable(c) for c in cfg.get("categories") or [str(i) for i in range(model.num_classes)]]
+    resize = cfg.get("resize")
+    imagenet = bool(cfg.get("weights_url")) and len(classes) == len(imagenet_synsets())  # torchvision's head
+    loaded = InferenceModel(
+        model=model.eval(), name=model.name, classes=classes, in_channels=int(model.in_channels), input_size=size,
+        resize=int(resize) if resize and resize != size else None, mean=list(cfg["mean"]), std=list(cfg["std"]),
+        data_name="imagenet" if imagenet else None, model_kwargs=dict(options),
+        synsets=list(imagenet_synsets()) if imagenet else None)
+    loaded.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return loaded
+
+
+def match_classes(loaded: InferenceModel, dataset):
+    """The data set with its labels renumbered to the net's class indices when its class names are a subset
+    of the net's (a folder of some of the classes) or ImageNet synset folders (n01440764 ...) of a net with
+    ImageNet's classes; otherwise unchanged (`evaluate` then checks that the two agree)."""
+    classes = list(getattr(dataset, "classes", []) or [])
+    if not classes or classes == list(loaded.classes):
+        return dataset
+    indices = None
+    if loaded.synsets is not None:
+        wanted = {wnid: i for i, wnid in enumerate(loaded.synsets)}
+        indices = [wanted[c] for c in classes] if all(c in wanted for c in classes) else None
+    if indices is None and loaded.data_name is not None and set(classes) <= set(loaded.classes):
+        position = {name: i for i, name in enumerate(loaded.classes)}
+        indices = [position[c] for c in classes]
+    if indices is None:
+        return dataset
+    mapping = torch.tensor(indices, dtype=torch.int64)
+    return dataclasses.replace(dataset, labels=mapping[dataset.labels.to(torch.int64)], classes=list(loaded.classes))
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -293,6 +337,7 @@ def evaluate(
             f"test scale {too_small[0]} is below the training size {size}: every scale must be at least "
             f"{size} so a {size}x{size} crop (or the dense net's window) fits; pass --scales {size} or larger")
     flip = (crops != "center") if flip is None else bool(flip)
+    dataset = match_classes(loaded, dataset)
     _check_dataset(loaded, dataset)
 
     num_classes = loaded.num_classes
@@ -323,6 +368,8 @@ def evaluate(
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 x = images[start:start + batch_size].to(dev, non_blocking=True)
+                if x.shape[1] != loaded.in_channels:  # gray images for an RGB net: R = G = B, as predict does
+                    x = x.expand(-1, loaded.in_channels, -1, -1)
                 kinds = []
                 crop_post = torch.zeros(x.shape[0], num_classes, device=dev)
                 dense_post = torch.zeros_like(crop_post)
@@ -376,7 +423,7 @@ def _check_dataset(loaded: InferenceModel, dataset) -> None:
     data_name = getattr(dataset, "name", "the data set")
     net = f"{loaded.name} (trained on {loaded.data_name})" if loaded.data_name else loaded.name
     channels = int(dataset.images.shape[1])
-    if channels != loaded.in_channels:
+    if channels != loaded.in_channels and not (channels == 1 and loaded.in_channels == 3):
         raise ClassicNetsError(
             f"{data_name} has {channels}-channel images but {net} takes {loaded.in_channels}-channel input: "
             "evaluate it on a data set like the one it was trained on")

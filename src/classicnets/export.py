@@ -31,6 +31,7 @@ from torch import nn
 
 from classicnets.errors import ClassicNetsError
 from classicnets.evaluation import InferenceModel, load_inference_model
+from classicnets.files import SAFETENSORS_DTYPES, load_safetensors
 from classicnets.models import load_weights
 from classicnets.models.registry import create_model, get_entry
 from classicnets.training import checkpoint, paths
@@ -289,14 +290,6 @@ def _onnx(loaded: InferenceModel, net: nn.Module, meta: dict[str, str], out: Pat
 
 # --- safetensors ----------------------------------------------------------------------------------------
 
-_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-_FROM_NAME = {name: dtype for dtype, name in _DTYPES.items()}
-
-
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                      meta: dict[str, str] | None = None) -> Path:
     """Write tensors in the safetensors layout: u64 little-endian header length, a JSON header of
@@ -306,10 +299,10 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
     header: dict[str, object] = {"__metadata__": dict(meta)} if meta else {}
     blobs, offset = [], 0
     for name, tensor in tensors.items():
-        if tensor.dtype not in _DTYPES:
+        if tensor.dtype not in SAFETENSORS_DTYPES:
             raise ClassicNetsError(f"cannot store {name!r} of dtype {tensor.dtype} in safetensors")
         data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape),
+        header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
                         "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
@@ -325,55 +318,6 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
 
     _write_atomically(path, write)
     return path
-
-
-def load_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a safetensors file: (tensors, metadata). Any malformed file is one ClassicNetsError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ClassicNetsError(f"{path} does not exist: pass a .safetensors file")
-    try:
-        raw = bytearray(path.read_bytes())
-    except OSError as e:
-        raise ClassicNetsError(f"cannot read {path} ({(e.strerror or type(e).__name__).lower()}): check the file") from None
-    bad = f"{path} is not a safetensors file"
-    if len(raw) < 8:
-        raise ClassicNetsError(f"{bad} (too short)")
-    (size,) = struct.unpack("<Q", raw[:8])
-    if size > len(raw) - 8:
-        raise ClassicNetsError(f"{bad} (header length {size} exceeds the file)")
-    try:
-        header = json.loads(raw[8:8 + size].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise ClassicNetsError(f"{bad} (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise ClassicNetsError(f"{bad} (its header is not a JSON object)")
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise ClassicNetsError(f"{bad} (its __metadata__ is not a map of strings)")
-    start = 8 + size
-    tensors = {}
-    for name, entry in header.items():
-        try:
-            dtype = _FROM_NAME[entry["dtype"]]
-            shape = [int(s) for s in entry["shape"]]
-            begin, end = (int(v) for v in entry["data_offsets"])
-            if min(shape, default=0) < 0:
-                raise ValueError
-        except (KeyError, TypeError, ValueError):
-            raise ClassicNetsError(f"{bad} (entry {name!r} is malformed or of an unsupported dtype)") from None
-        count = 1
-        for s in shape:
-            count *= s
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if not 0 <= begin <= end <= len(raw) - start or end - begin != count * itemsize:
-            raise ClassicNetsError(f"{bad} (the bytes of {name!r} do not match its shape)")
-        if count == 0:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-            continue
-        data = torch.frombuffer(raw, dtype=torch.uint8, count=end - begin, offset=start + begin)
-        tensors[name] = data.view(dtype).reshape(shape).clone()
-    return tensors, dict(meta)
 
 
 def _safetensors(loaded: InferenceModel, out: Path) -> None:

@@ -37,10 +37,17 @@ def register(subparsers) -> None:
                     "sees a centre crop, the crop and its flip, or a 5x5 grid of crops with flips (multi); "
                     "--dense applies the fully convolutional net to the whole image. Soft-max posteriors "
                     "are averaged over views, scales and kinds.")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a classicnets checkpoint or a run dir (its last.pt)")
-    p.add_argument("--data", metavar="NAME", help="data set (default: the one the checkpoint was trained on)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?",
+                   help="a classicnets checkpoint or a run dir (its last.pt); or pass --model and --weights")
+    _add_weights_options(p)
+    p.add_argument("--data", metavar="NAME",
+                   help="data set (default: the one the checkpoint was trained on); with --weights imagenet, "
+                        "folder:PATH of an ImageNet-style val folder (synset folders n01440764 ... map to "
+                        "torchvision's class order)")
     p.add_argument("--data-dir", metavar="DIR", help=FIELDS["data_dir"].metadata["help"])
-    p.add_argument("--split", metavar="SPLIT", help="split to test (default: test; val for folder: data)")
+    p.add_argument("--split", metavar="SPLIT",
+                   help="split to test (default: test; val for folder: data, all of a folder of class folders "
+                        "with --weights)")
     p.add_argument("--scales", metavar="Q,Q,...", type=_int_list,
                    help="test scales: short side of the rescaled image (default: the checkpoint's test scale)")
     p.add_argument("--crops", choices=EVAL_CROPS,
@@ -71,9 +78,10 @@ def register(subparsers) -> None:
                               description="Classify image files with a checkpoint: each is converted to the "
                                           "net's channels, rescaled, centre-cropped and normalised as in "
                                           "testing.")
-    q.add_argument("checkpoint", metavar="CHECKPOINT", help="a classicnets checkpoint or a run dir (its last.pt)")
-    q.add_argument("images", nargs="+", metavar="IMAGE",
-                   help=f"image files to classify ({IMAGE_FILES})")
+    q.add_argument("inputs", nargs="+", metavar="CHECKPOINT IMAGE",
+                   help=f"a classicnets checkpoint or run dir, then image files to classify ({IMAGE_FILES}); "
+                        "with --model and --weights, image files only")
+    _add_weights_options(q)
     q.add_argument("--topk", type=int, default=5, metavar="K",
                    help="classes to show per image (default: %(default)s)")
     q.add_argument("--device", default="auto", metavar="DEVICE", help=device_help)
@@ -102,6 +110,33 @@ def register(subparsers) -> None:
                    help="onnx, torchscript and pt2: the graph starts with (x - mean) / std, so it takes raw "
                         "0-1 pixels (the metadata says normalized_inside: true)")
     r.set_defaults(func=_export)
+
+
+def _add_weights_options(parser) -> None:
+    parser.add_argument("--model", metavar="NAME", help="with --weights: the net to build (see classicnets list "
+                                                       "--pretrained)")
+    parser.add_argument("--weights", metavar="imagenet|PATH",
+                        help="use trained weights instead of a checkpoint: imagenet (torchvision's, through "
+                             "torch's hub cache; classes named as ImageNet's) or a state dict / .safetensors file")
+
+
+def _loaded_from_args(args, checkpoint: str | None, device):
+    """The net to use: a checkpoint, or --model with --weights (one line when the combination is wrong)."""
+    from classicnets.evaluation import load_inference_model, load_trained_weights
+
+    if args.weights is None:
+        if args.model is not None:
+            raise ClassicNetsError("--model names the net to build for --weights; a checkpoint knows its net: "
+                                   "drop --model, or pass --weights imagenet (or a file)")
+        if checkpoint is None:
+            raise ClassicNetsError("pass a CHECKPOINT (a .pt file or run dir), or --model NAME --weights imagenet")
+        return load_inference_model(checkpoint, device)
+    if checkpoint is not None:
+        raise ClassicNetsError(f"pass a checkpoint ({checkpoint}) or --weights, not both")
+    if args.model is None:
+        raise ClassicNetsError("--weights needs the net to build: pass --model NAME (e.g. --model vgg16; "
+                               "classicnets list --pretrained shows which nets have ImageNet weights)")
+    return load_trained_weights(args.model, args.weights, device)
 
 
 def _int_list(text: str) -> list[int]:
@@ -140,18 +175,25 @@ def _eval(args) -> int:
     import dataclasses
 
     from classicnets import data
-    from classicnets.evaluation import evaluate, load_inference_model
+    from classicnets.evaluation import evaluate
     from classicnets.training import checkpoint, paths
 
     # Everything the user can get wrong is refused before the checkpoint and the data are loaded.
     _at_least_one(batch_size=args.batch_size, grid=args.grid, limit=args.limit)
+    if args.weights is not None and not args.data:
+        raise ClassicNetsError("--weights gives a net without its test data: pass --data NAME or folder:PATH "
+                               "(for imagenet, an ImageNet-style val folder of synset folders n01440764 ...)")
     if args.out is not None:
-        paths.check_output(args.out, [checkpoint.input_file(args.checkpoint)], replaces=EVAL_REPORT.encode())
-    loaded = load_inference_model(args.checkpoint, _device(args.device))
+        inputs = [checkpoint.input_file(args.checkpoint)] if args.checkpoint else []
+        inputs += [Path(args.weights)] if args.weights and Path(args.weights).exists() else []
+        paths.check_output(args.out, inputs, replaces=EVAL_REPORT.encode())
+    loaded = _loaded_from_args(args, args.checkpoint, _device(args.device))
     name = args.data or loaded.data_name
     if not name:
         raise ClassicNetsError(f"{args.checkpoint} does not say which data set it was trained on: pass --data NAME")
-    split = args.split or data.test_split(name)
+    # A net trained elsewhere is tested on every image of a folder of class folders, not a held-out tenth.
+    flat_folder = data.is_folder(name) and not (Path(name.split(":", 1)[1]).expanduser() / "train").is_dir()
+    split = args.split or ("all" if args.weights is not None and flat_folder else data.test_split(name))
     dataset = data.load(name, split, root=args.data_dir)
     if args.limit is not None:
         dataset = dataclasses.replace(dataset, images=dataset.images[:args.limit],
@@ -163,7 +205,8 @@ def _eval(args) -> int:
     result = evaluate(loaded, dataset, scales=args.scales, crops=crops, dense=args.dense, flip=args.flip,
                       grid=args.grid, batch_size=args.batch_size, autocast_dtype=autocast,
                       channels_last=args.channels_last, progress=args.progress)
-    report = {"format": EVAL_REPORT, "checkpoint": str(args.checkpoint), "model": loaded.name, "data": name,
+    report = {"format": EVAL_REPORT, "checkpoint": str(args.checkpoint or args.weights), "model": loaded.name,
+              "data": name,
               "split": split,
               "precision": args.precision, **result.to_dict()}
     print(json.dumps(report, indent=2) if args.json else format_report(report))  # first: a failed write keeps it
@@ -183,10 +226,13 @@ def format_report(report: dict) -> str:
         f"protocol: {report['protocol']}",
         f"top-1 error {100 * report['top1_error']:6.2f}%   (accuracy {100 * report['top1']:.2f}%)",
         f"top-5 error {100 * report['top5_error']:6.2f}%",
-        "per-class accuracy:",
     ]
-    width = max(len(c) for c in classes)
-    lines += [f"  {c:<{width}}  {100 * acc:6.2f}%" for c, acc in report["per_class"].items()]
+    # From the confusion rows (ImageNet's class names repeat: two "crane"s), only the classes with images.
+    shown = [(c, row[i] / sum(row)) for i, (c, row) in enumerate(zip(classes, report["confusion"])) if sum(row)]
+    empty = len(classes) - len(shown)
+    lines.append("per-class accuracy" + (f" ({len(shown)} of {len(classes)} classes have images):" if empty else ":"))
+    width = max((len(c) for c, _ in shown), default=0)
+    lines += [f"  {c:<{width}}  {100 * acc:6.2f}%" for c, acc in shown]
     lines.append(format_confusion(report["confusion"], classes))
     return "\n".join(lines)
 
@@ -209,7 +255,11 @@ def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
 def _predict(args) -> int:
     from classicnets.predict import predict
 
-    predictions = predict(args.checkpoint, args.images, topk=args.topk, device=_device(args.device))
+    checkpoint, images = (None, args.inputs) if args.weights is not None else (args.inputs[0], args.inputs[1:])
+    if not images:
+        raise ClassicNetsError(f"no images to classify: pass image files after the checkpoint {checkpoint}")
+    loaded = _loaded_from_args(args, checkpoint, _device(args.device))
+    predictions = predict(loaded, images, topk=args.topk)
     if args.json:
         print(json.dumps([{"image": p.source, "top": [{"class": c, "probability": v} for c, v in p.top]}
                           for p in predictions], indent=2))

@@ -1,6 +1,6 @@
 """Image folders: one subfolder per class, read into an `ArrayDataset` or streamed from disk.
 
-Layout: PATH/<class>/<image> (a seeded, per-class `val_fraction` is held out as "val"), or
+Layout: PATH/<class>/<image> (a seeded, per-class `val_fraction` is held out as "val"; "all" is every image), or
 PATH/train/<class>/... with PATH/val/ (or PATH/test/) beside it. Decisions, made once for a whole folder:
   * channels: if any image is colour, every image is decoded as RGB (grayscale ones replicated);
     else all are 1-channel. Alpha is dropped.
@@ -48,7 +48,8 @@ MAX_ASPECT = 100
 # (broken headers), ValueError, and from some plugins EOFError, struct.error, IndexError, KeyError, TypeError.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
                  ZeroDivisionError)
-SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",),
+              "all": ()}  # "all": every image of a folder without train/ (testing a net trained elsewhere)
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 _PARALLEL_FROM = 512  # decode in worker processes from this many files on
 
@@ -384,10 +385,15 @@ def scan_folder(
             f"per class"
         )
     if split not in SPLIT_DIRS:
-        raise ClassicNetsError(f"an image folder has splits train, val and test; got {split!r}")
+        raise ClassicNetsError(f"an image folder has splits train, val, test and all; got {split!r}")
     train_dir = _split_dir(root, "train")
     holdout = False
-    if train_dir is None:  # class folders directly under root: hold out a seeded fraction as val
+    if split == "all" and train_dir is not None:
+        raise ClassicNetsError(f"{printable(root)} has a train/ folder: test split val or test (all is for a "
+                               "folder of class folders, such as an ImageNet val folder)")
+    if split == "all":
+        base = root
+    elif train_dir is None:  # class folders directly under root: hold out a seeded fraction as val
         if split == "test":
             raise ClassicNetsError(f"{root} has no test/ folder: use split 'val' (held out from the images)")
         base, holdout = root, True

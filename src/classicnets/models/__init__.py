@@ -15,11 +15,6 @@ pretrained_cfg, feature_info; it runs under torch.jit.script, torch.fx and torch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import torch
-from torch import nn
-
 from classicnets.errors import ClassicNetsError
 from classicnets.models.alexnet import alexnet, alexnet_d2l, alexnet_paper
 from classicnets.models.features import FeatureMaps, feature_extractor, tap_names
@@ -42,47 +37,14 @@ from classicnets.models.vgg import (
     vgg19,
     vgg19_bn,
 )
-
-# Prefixes that wrappers add to every key: DistributedDataParallel and torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def unwrap_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state_dict without the prefixes DistributedDataParallel ("module.") and torch.compile
-    ("_orig_mod.") add to every key, so it loads into the plain net."""
-    state = dict(state_dict)
-    for prefix in _WRAPPER_PREFIXES:
-        if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load a state_dict strictly; on any mismatch raise ClassicNetsError naming the first bad key.
-
-    Keys saved from a DDP- or torch.compile-wrapped model ("module." / "_orig_mod." prefixes) are
-    unwrapped first. Returns the model.
-    """
-    state = unwrap_state_dict(state_dict)
-    name = getattr(model, "name", type(model).__name__)
-    fix = "build the model with the options it was trained with (num_classes, in_channels, width, input_size)"
-    expected = model.state_dict()
-    for key, tensor in expected.items():
-        if key not in state:
-            hint = "build it with aux_logits=False" if key.startswith("aux") else fix
-            raise ClassicNetsError(f"the weights lack {key!r}, which {name} has: {hint}")
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ClassicNetsError(
-                f"the weights' {key!r} has shape {tuple(state[key].shape)} but {name}'s has "
-                f"{tuple(tensor.shape)}: {fix}"
-            )
-    for key in state:
-        if key not in expected:
-            hint = "build it with aux_logits=True" if key.startswith("aux") else fix
-            raise ClassicNetsError(f"the weights have {key!r}, which {name} lacks: {hint}")
-    model.load_state_dict(state, strict=True)
-    return model
-
+from classicnets.models.weights import (
+    LoadReport,
+    Weights,
+    load_into,
+    load_weights,
+    read_weights,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "AuxOutputs",
@@ -90,6 +52,8 @@ __all__ = [
     "ClassicNetsError",
     "FeatureInfo",
     "FeatureMaps",
+    "LoadReport",
+    "Weights",
     "alexnet",
     "alexnet_d2l",
     "alexnet_paper",
@@ -99,9 +63,11 @@ __all__ = [
     "googlenet_bn",
     "lenet",
     "list_models",
+    "load_into",
     "load_weights",
     "model_info",
     "nin",
+    "read_weights",
     "tap_names",
     "unwrap_state_dict",
     "vgg11",

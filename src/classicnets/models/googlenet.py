@@ -198,6 +198,9 @@ class GoogLeNet(ClassicNet):
     def set_classifier(self, layer: nn.Module) -> None:
         self.fc = layer
 
+    def class_layer_names(self) -> list[str]:
+        return ["fc", *(f"{head}.fc2" for head in ("aux1", "aux2") if getattr(self, head) is not None)]
+
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new main class layer, and new last layers in the aux heads, so all three agree."""
         super().reset_classifier(num_classes, global_pool)

@@ -463,6 +463,28 @@ class ClassicNet(nn.Module):
         layer = self.get_classifier()
         return next(name for name, mod in self.named_modules() if mod is layer)
 
+    def class_layer_names(self) -> list[str]:
+        """Every layer that gives class scores (GoogLeNet adds its aux heads' last layers): what another
+        number of classes renews, and what fine-tuning trains at the head's learning rate."""
+        return [self.classifier_name()]
+
+    def head_names(self) -> list[str]:
+        """The modules after the body (VGG's and AlexNet's whole `classifier`): weights whose head has another
+        structure (VGG's FC head into a GAP net) leave these to start afresh."""
+        return ["classifier"] if isinstance(getattr(self, "classifier", None), nn.Sequential) \
+            else self.class_layer_names()
+
+    def train(self, mode: bool = True) -> ClassicNet:
+        """As nn.Module.train, except that a batch-norm layer whose parameters are frozen stays in eval mode:
+        a frozen body (a linear probe) keeps its running statistics instead of drifting to the new data's."""
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None \
+                        and not m.weight.requires_grad:
+                    m.eval()
+        return self
+
     @property
     def feature_info(self) -> FeatureInfo:
         """The stage-end feature maps (channels, reduction, module name), as timm's feature_info."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from classicnets.errors import ClassicNetsError
 from classicnets.models.features import FeatureMaps
+from classicnets.models.weights import load_into, resolve
 
 # Every family registers itself when `classicnets.models` is imported, which Python always does before
 # this module (it lives in that package), so the registry below is complete by the time it is asked.
@@ -100,7 +101,10 @@ def create_model(name: str, pretrained: bool = False, *, weights: object = None,
     Options are the builder's (num_classes, in_channels, input_size, width, dropout, init, and per family
     head / aux_logits / activation); an unknown option is refused by name. timm's keywords work too:
     `in_chans`, `drop_rate`, `features_only=True` (a FeatureMaps net returning the stage-end maps, with
-    `out_indices`), `pretrained=False` / `weights=None`.
+    `out_indices`). `pretrained=True` or `weights="imagenet"` (or a torchvision enum member, or the path of a
+    state dict / classicnets checkpoint / safetensors file) starts from those weights by the shape rules of
+    `models.weights` (another num_classes: a new class layer); `weights_report` then says what came from
+    where, and `pretrained_cfg` carries the weights' mean, std, input size and categories.
     """
     entry = get_entry(name)
     for alias, option in ALIASES.items():
@@ -115,13 +119,17 @@ def create_model(name: str, pretrained: bool = False, *, weights: object = None,
             raise ClassicNetsError(
                 f"{entry.name} has no option {key!r}{hint}; its options are {', '.join(entry.options)}"
             )
-    if pretrained or weights is not None:
-        raise ClassicNetsError(
-            f"{entry.name}: classicnets does not fetch pretrained weights yet; build it with pretrained=False "
-            "and load a torchvision state dict with classicnets.models.load_weights(net, state_dict)")
+    if pretrained and weights is not None and weights is not True:
+        raise ClassicNetsError(f"{entry.name}: pass pretrained=True or weights=..., not both")
+    if weights is True or (pretrained and weights is None):
+        weights = "imagenet"
     if out_indices is not None and not features_only:
         raise ClassicNetsError(f"{entry.name}: out_indices picks feature maps; pass features_only=True too")
+    found = None if weights is None else resolve(entry.name, entry.torchvision, weights)
     model = entry.builder(**kwargs)
+    if found is not None:
+        width = kwargs.get("width", entry.options.get("width", 1.0))
+        model.weights_report = load_into(model, found, width=width)
     return FeatureMaps(model, out_indices) if features_only else model
 
 

@@ -34,8 +34,6 @@ import random
 import re
 import shutil
 import tempfile
-import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ import numpy as np
 import torch
 
 from classicnets.errors import ClassicNetsError
+from classicnets.files import first_line, read_torch_file
 from classicnets.models import load_weights, unwrap_state_dict
 from classicnets.models.registry import create_model, get_entry
 from classicnets.training.memory import format_bytes
@@ -135,7 +134,7 @@ def make_folder(folder: Path, *, for_file: Path | None = None) -> None:
 
 def _failure(path: Path, error: OSError, existed: bool) -> ClassicNetsError:
     return write_failure(path, error, existed) or WriteError(
-        errno.EIO, f"could not write {path} ({_first_line(error)}); check the folder and retry", str(path))
+        errno.EIO, f"could not write {path} ({first_line(error)}); check the folder and retry", str(path))
 
 
 def write_failure(path: Path, error: BaseException, existed: bool = False) -> WriteError | None:
@@ -232,7 +231,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
     if not path.is_file():
         what = "is not a regular file (a device or pipe)" if path.exists() else "does not exist"
         raise ClassicNetsError(f"checkpoint {path} {what}; pass a .pt file or a run dir holding last.pt")
-    obj = _read(path, map_location)
+    obj = read_torch_file(path, map_location)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         bare = isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())
         hint = ("it looks like a bare state_dict: load it with create_model(...).load_state_dict()" if bare
@@ -247,69 +246,10 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
     return check(obj, path, for_resume=for_resume)
 
 
-def _read(path: Path, map_location) -> Any:
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as e:
-        raise ClassicNetsError(f"cannot read checkpoint {path} ({_first_line(e)}); check the file and its "
-                               "permissions") from None
-    if size == 0:
-        raise ClassicNetsError(f"checkpoint {path} is empty (0 bytes): a write or copy of it was cut off; "
-                               "copy it again or pass the run's other checkpoint")
-    if not head.startswith((b"PK\x03\x04", b"\x80")):
-        raise ClassicNetsError(f"{path} is not a torch file (it has neither the zip nor the pickle header "
-                               "torch.save writes); pass a checkpoint written by classicnets train")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols: the error says it all
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - whatever the damaged bytes make torch's reader raise
-        unsafe = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", str(e))
-    if unsafe:
-        raise ClassicNetsError(
-            f"{path} holds Python objects that are unsafe to load ({unsafe.group(1)}, refused by weights_only); "
-            "only load checkpoints written by classicnets or plain state_dicts")
-    exported = _export_kind(path)
-    if exported:
-        raise ClassicNetsError(f"{path} is a {exported} export, not a checkpoint: load it with "
-                               f"{'torch.jit.load' if exported == 'TorchScript' else 'torch.export.load'}, or pass "
-                               "the checkpoint it was exported from")
-    if not head.startswith(b"PK"):
-        raise ClassicNetsError(f"{path} is not a readable torch file (a pickle that torch.save did not write, "
-                               "or a damaged one); pass a checkpoint written by classicnets train")
-    try:
-        damage = "torch cannot read its contents" if zipfile.is_zipfile(path) else "its zip directory is missing"
-    except (OSError, zipfile.BadZipFile):  # Python's zip reader can fail on the damage too
-        damage = "its zip directory is damaged"
-    raise ClassicNetsError(f"{path} is a damaged torch file ({damage}): it may be truncated; copy it again "
-                           "or pass the run's other checkpoint")
-
-
-def _export_kind(path: Path) -> str | None:
-    """"TorchScript" or "pt2" when `path` is one of torch's export archives (which torch.load cannot read)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return None
-    if any(n.endswith(("/constants.pkl", "/code/__torch__.py")) for n in names):
-        return "TorchScript"
-    if any("/models/" in n or n.endswith("/archive_format") or "serialized_exported_program" in n for n in names):
-        return "pt2"
-    return None
-
-
 def _show(value: Any, limit: int = 60) -> str:
     """A value from the file for a one-line message: repr (escapes newlines), cut short."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:120] if lines else type(error).__name__
 
 
 def check(ckpt: Any, path: str | os.PathLike | None = None, *, for_resume: bool = False) -> dict[str, Any]:
@@ -374,7 +314,7 @@ def _meta_net(ckpt: dict, where: str) -> torch.nn.Module:
         with torch.device("meta"):
             return create_model(name, **kwargs)
     except Exception as e:  # noqa: BLE001 - the builders' own checks, or a type the file should not hold
-        raise ClassicNetsError(f"{where}: its model_kwargs do not build {name} ({_first_line(e)}); "
+        raise ClassicNetsError(f"{where}: its model_kwargs do not build {name} ({first_line(e)}); "
                                f"{DAMAGED}") from None
 
 

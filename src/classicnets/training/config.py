@@ -47,6 +47,8 @@ INIT_SCHEMES = {
     "kaiming": "torchvision's", "he": "kaiming fan-in for every layer", "xavier": "Glorot uniform, as d2l",
     "normal": "N(0, 0.01), the VGG paper's", "alexnet": "the AlexNet paper's, AlexNet-shaped nets only",
 }
+FREEZE = {"none": "everything trains", "features": "the convolutional body; the FC layers and class layer train",
+          "body": "everything but the class layer(s): a linear probe"}
 # --progress: train's modes (`eval --progress` takes the same ones for its test pass).
 PROGRESS = {"auto": "bar on a terminal, else lines", "bar": "a tqdm bar",
             "lines": "a step line every quarter epoch", "none": "epoch lines only"}
@@ -75,6 +77,10 @@ class TrainConfig:
     head: str | None = _model(None, "classifier head of the VGG nets (default: the model's)", HEADS)
     init: str | None = _model(None, "weight initialisation (default: the model's)", INIT_SCHEMES)
     warm_start: str | None = _model(None, "checkpoint whose matching layers initialise the net (VGG paper)")
+    weights: str | None = _model(None, "start from trained weights: imagenet (torchvision's, through torch's hub "
+                                       "cache) or a file: a torchvision state dict, a classicnets checkpoint or "
+                                       ".safetensors; other classes get a new class layer")
+    freeze: str = _model("none", "layers that keep the weights' values", FREEZE)
 
     # optimisation
     epochs: int = _optim(10, "passes over the training set")
@@ -85,6 +91,8 @@ class TrainConfig:
     eval_batch_size: int | None = _optim(None, "batch for the test pass (default: 2x the micro-batch)")
     optimizer: str = _optim("sgd", "optimizer", ("sgd", "adamw"))
     lr: float = _optim(0.05, "learning rate (the peak for onecycle)")
+    head_lr_mult: float = _optim(1.0, "the class layer's learning rate relative to --lr (finetune: 10, a new "
+                                      "head on a trained body)")
     momentum: float = _optim(0.0, "SGD momentum (AdamW keeps beta1 0.9)")
     nesterov: bool = _optim(False, "Nesterov momentum (SGD)")
     weight_decay: float = _optim(0.0, "weight decay (L2 for SGD, decoupled for AdamW)")
@@ -104,6 +112,9 @@ class TrainConfig:
     crop_padding: int = _data(0, "random crops after padding by this many pixels (0 = off)")
     flip: bool = _data(False, "random horizontal flips")
     scale_jitter: str | None = _data(None, "train scales 'SMIN,SMAX': resize to random S, crop --size (VGG)")
+    random_resized_crop: str | None = _data(None, "train crops of a random 'MIN,MAX' fraction of the image's area "
+                                                  "and aspect 3/4-4/3, resized to --size (torchvision's ImageNet "
+                                                  "training; finetune: 0.08,1)")
     normalize: str = _data("meanstd", "input normalisation", {
         "meanstd": "subtract the mean, divide by the std", "mean": "subtract the mean only, as the VGG paper",
         "none": "pixels in [0, 1], as d2l"})
@@ -179,6 +190,16 @@ RECIPES: dict[str, dict[str, Any]] = {
         "nesterov": True, "weight_decay": 5e-4, "schedule": "onecycle", "onecycle_pct": 0.25,
         "label_smoothing": 0.1, "crop_padding": 0, "flip": True, "test_flip": True,
         "normalize": "meanstd", "precision": "bf16", "channels_last": True,
+    },
+    # Fine-tuning from ImageNet weights (torchvision's transfer-learning practice): the weights' own
+    # preprocessing (size 224, test images resized to 256 and centre-cropped, their mean/std), random-resized
+    # crops and flips, SGD with momentum at lr 1e-3 for the body and 10x for the new class layer, cosine
+    # decay, 5 epochs, bf16 autocast and channels_last. --freeze features or body for a probe.
+    "finetune": {
+        "model": "vgg16", "weights": "imagenet", "dropout": 0.5, "epochs": 5, "batch_size": 32,
+        "optimizer": "sgd", "lr": 0.001, "momentum": 0.9, "weight_decay": 1e-4, "head_lr_mult": 10.0,
+        "schedule": "cosine", "label_smoothing": 0.1, "random_resized_crop": "0.08,1", "flip": True,
+        "test_flip": False, "normalize": "meanstd", "precision": "bf16", "channels_last": True,
     },
 }
 DEFAULT_RECIPE = "fast"
@@ -276,6 +297,19 @@ def parse_scale_jitter(text: str | None) -> tuple[int, int] | None:
     return lo, hi
 
 
+def parse_random_resized_crop(text: str | None) -> tuple[float, float] | None:
+    """'0.08,1' -> (0.08, 1.0): the range of the crops' area fraction."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ClassicNetsError(f"random_resized_crop must be 'MIN,MAX' area fractions, e.g. 0.08,1; got {text!r}") from None
+    if not 0 < lo <= hi <= 1:
+        raise ClassicNetsError(f"random_resized_crop needs 0 < MIN <= MAX <= 1; got {text!r}")
+    return lo, hi
+
+
 # --- combining layers --------------------------------------------------------------------------------
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -363,6 +397,7 @@ RANGES = (
     ("plateau_patience", 1, math.inf, True, True),
     ("max_lr_drops", 0, math.inf, True, True),
     ("crop_padding", 0, math.inf, True, True),
+    ("head_lr_mult", 0, math.inf, False, True),
     ("stop_at_accuracy", 0, 1, False, True),
     ("max_minutes", 0, math.inf, False, True),
     ("checkpoint_every", 0, math.inf, True, True),
@@ -422,6 +457,14 @@ def validate(c: TrainConfig) -> None:
     if c.max_memory is not None:
         parse_bytes(c.max_memory)
     parse_scale_jitter(c.scale_jitter)
+    if parse_random_resized_crop(c.random_resized_crop) and (c.scale_jitter or c.crop_padding):
+        raise ClassicNetsError("random_resized_crop picks the crops itself: drop --scale-jitter and --crop-padding "
+                               "(or --random-resized-crop none)")
+    if c.freeze != "none" and not (c.weights or c.warm_start):
+        raise ClassicNetsError(f"freeze {c.freeze} keeps trained values, but this run starts from random weights: "
+                               "pass --weights imagenet (or a file), or drop --freeze")
+    if c.weights and c.warm_start:
+        raise ClassicNetsError("weights and warm_start both initialise the net: pass one of them")
     if c.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", c.device):
         raise ClassicNetsError(f"device must be auto, cpu, cuda or cuda:N; got {c.device!r}")
 

@@ -80,7 +80,7 @@ class LRSchedule:
     def apply(self) -> None:
         lr, momentum = self.lr, self.momentum(self.step_count)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # --head-lr-mult's group (training.setup.param_groups)
             if momentum is not None:
                 if "betas" in group:
                     group["betas"] = (momentum, group["betas"][1])

@@ -33,8 +33,14 @@ from classicnets.data import ArrayDataset, TensorLoader
 from classicnets.errors import ClassicNetsError
 from classicnets.models import create_model, model_info
 from classicnets.models.init import warm_start
+from classicnets.models.weights import Weights, resolve
 from classicnets.training import checkpoint, memory
-from classicnets.training.config import TrainConfig, parse_bytes, parse_scale_jitter
+from classicnets.training.config import (
+    TrainConfig,
+    parse_bytes,
+    parse_random_resized_crop,
+    parse_scale_jitter,
+)
 from classicnets.training.distributed import Dist
 from classicnets.training.runtime import pick_device
 from classicnets.training.schedule import LRSchedule
@@ -106,27 +112,32 @@ def build(config: TrainConfig, *, resume: dict[str, Any] | None = None, dist: Di
     baseline_rss = memory.process_rss()
     seed_everything(c.seed)
     messages: list[str] = []
+    # Trained weights are read once, before the data: their preprocessing (size, mean/std) shapes the inputs.
+    # A resumed run takes its weights from the checkpoint and its preprocessing from its data record.
+    start = resolve_weights(c.model, c.weights) if c.weights and resume is None else None
+    saved = resume.get("data") if resume is not None else None
     full_train, full_test = load_data(c, messages)
-    stats = input_stats(c, full_train)  # of the whole training split, also when --limit-train cuts it
+    stats = input_stats(c, full_train, weights=start, saved=saved)  # the whole split's, even if --limit-train cuts it
     sets = _first(full_train, c.limit_train), _first(full_test, c.limit_test)
-    size = c.size or int(sets[0].images.shape[-1])
+    size, eval_resize = input_sizes(c, sets[0], start, saved)
     data_channels = int(sets[0].images.shape[1])
     channels = _fed_channels(c.data, data_channels, in_channels)
     jitter = parse_scale_jitter(c.scale_jitter)
-    # With scale jittering the paper tests at Q = (Smin + Smax) / 2, centre-cropped to the input size.
-    eval_resize = (jitter[0] + jitter[1]) // 2 if jitter else None
     repeat = channels if channels != data_channels else None
     train_transform = data.transforms.train_transform(
-        size, crop_padding=c.crop_padding, flip=c.flip, scale_jitter=jitter, mean=stats[0], std=stats[1],
+        size, crop_padding=c.crop_padding, flip=c.flip, scale_jitter=jitter,
+        random_resized_crop=parse_random_resized_crop(c.random_resized_crop), mean=stats[0], std=stats[1],
         channels=repeat, channels_last=c.channels_last)
     eval_transform = data.transforms.eval_transform(
         size, resize=eval_resize, mean=stats[0], std=stats[1], channels=repeat, channels_last=c.channels_last)
 
     classes = list(sets[0].classes)
-    model, model_kwargs = make_model(c, len(classes), channels, size, warm=resume is None, messages=messages)
+    model, model_kwargs = make_model(c, len(classes), channels, size, warm=resume is None, messages=messages,
+                                     weights=start)
+    del start  # the model holds the tensors now; the file's copy can go
     memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    optimizer = make_optimizer(list(model.parameters()), c)
+    optimizer = make_optimizer(param_groups(model, c), c)
     scaler = torch.amp.GradScaler(device.type, enabled=c.precision == "fp16")
     loss_fn = ClassificationLoss(c.label_smoothing, float(getattr(model, "aux_weight", 0.3)))
     if dist.active:  # dropout masks differ between ranks, like their data
@@ -190,9 +201,22 @@ def load_data(c: TrainConfig, messages: list[str]) -> tuple[ArrayDataset, ArrayD
     return train_set, test_set
 
 
-def input_stats(c: TrainConfig, train_set: ArrayDataset) -> tuple[list[float], list[float] | None]:
-    """(mean, std) the inputs are normalised with: the training split's, the mean only (the VGG paper: std None), or none at all (the tutorials feed ToTensor's [0, 1])."""
+def resolve_weights(model: str, weights: str) -> Weights:
+    """The trained weights a run starts from (`models.weights.resolve`: fetched, read and checked)."""
+    return resolve(model, model_info(model)["torchvision"], weights)
+
+
+def input_stats(c: TrainConfig, train_set: ArrayDataset, *, weights: Weights | None = None,
+                saved: dict[str, Any] | None = None) -> tuple[list[float], list[float] | None]:
+    """(mean, std) the inputs are normalised with: the training split's, or the trained weights' own (per
+    data channel: a gray data set gets the mean of their RGB values), or a resumed run's; the mean only
+    (the VGG paper: std None), or none at all (the tutorials feed ToTensor's [0, 1])."""
+    channels = int(train_set.images.shape[1])
+    if saved and isinstance(saved.get("mean"), list):
+        return list(saved["mean"]), (None if saved.get("std") is None else list(saved["std"]))
     mean, std = train_set.stats()
+    if weights is not None and "mean" in weights.cfg and "std" in weights.cfg:
+        mean, std = (_per_channel(weights.cfg[k], channels) for k in ("mean", "std"))
     if c.normalize == "none":
         channels = int(train_set.images.shape[1])
         mean, std = [0.0] * channels, [1.0] * channels
@@ -201,10 +225,34 @@ def input_stats(c: TrainConfig, train_set: ArrayDataset) -> tuple[list[float], l
     return [float(v) for v in mean], (None if std is None else [float(v) for v in std])
 
 
+def _per_channel(values, channels: int) -> list[float]:
+    values = [float(v) for v in values]
+    return [sum(values) / len(values)] * channels if len(values) != channels else values
+
+
+def input_sizes(c: TrainConfig, train_set: ArrayDataset, weights: Weights | None,
+                saved: dict[str, Any] | None) -> tuple[int, int | None]:
+    """(input size, test scale): --size, else a resumed run's, the trained weights' (224 for ImageNet's) or
+    the images' own. The test scale is the short side test images are rescaled to before the centre crop
+    (None: straight to the input size): the paper's Q = (Smin + Smax) / 2 with scale jittering, the weights'
+    resize-to-crop ratio (256 for 224) with trained weights."""
+    trained = weights.cfg if weights is not None else {}
+    if saved and isinstance(saved.get("input_size"), int):
+        return c.size or int(saved["input_size"]), saved.get("resize")
+    size = c.size or (trained["input_size"][1] if "input_size" in trained else int(train_set.images.shape[-1]))
+    jitter = parse_scale_jitter(c.scale_jitter)
+    if jitter:
+        return size, (jitter[0] + jitter[1]) // 2
+    if trained.get("resize") and "input_size" in trained and trained["resize"] != trained["input_size"][1]:
+        return size, round(size * trained["resize"] / trained["input_size"][1])
+    return size, None
+
+
 def make_model(c: TrainConfig, num_classes: int, in_channels: int, size: int, *, warm: bool = True,
-               messages: list[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+               messages: list[str] | None = None, weights: Weights | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The net and the keywords that rebuild it, seeded so every rank and rerun starts from the same
-    weights; warm-started from --warm-start (VGG paper) when `warm`."""
+    weights; started from trained `weights` (which layers came from them goes to `messages`) or
+    warm-started from --warm-start (VGG paper) when `warm`; the --freeze part frozen."""
     smallest = model_info(c.model)["min_input_size"]
     if size < smallest:
         given = f"--size {size} is" if c.size else f"{c.data} images are {size}x{size},"
@@ -217,11 +265,17 @@ def make_model(c: TrainConfig, num_classes: int, in_channels: int, size: int, *,
             kwargs[key] = getattr(c, key)
     check_model_fits(c.model, kwargs)
     torch.manual_seed(c.seed)
-    model = create_model(c.model, **kwargs)
+    model = create_model(c.model, weights=weights, **kwargs)
+    notes = [] if messages is None else messages
+    if weights is not None:
+        notes.append(model.weights_report.line())
     if c.warm_start and warm:
         copied = warm_start(model, checkpoint.build_model(checkpoint.load(c.warm_start)))
-        if messages is not None:
-            messages.append(f"warm start: {len(copied)} tensors copied from {c.warm_start}")
+        notes.append(f"warm start: {len(copied)} tensors copied from {c.warm_start}")
+    if c.freeze != "none":
+        trainable = freeze(model, c.freeze)
+        notes.append(f"freeze {c.freeze}: {trainable:,} of {sum(p.numel() for p in model.parameters()):,} "
+                     "weights train")
     if c.activation_checkpointing:
         checkpoint_features(model)
     return model, kwargs
@@ -246,7 +300,32 @@ def check_model_fits(name: str, kwargs: dict[str, Any]) -> None:
             f"than this machine's {memory.format_bytes(total)}; lower --width (or --size for an FC head)")
 
 
-def make_optimizer(params: list[nn.Parameter], c: TrainConfig) -> torch.optim.Optimizer:
+def freeze(model: nn.Module, part: str) -> int:
+    """Stop gradients to `part` of the net ("features": all but the head, i.e. VGG's conv body; "body": all but
+    the class layer(s), a linear probe); frozen batch norm keeps its running statistics (ClassicNet.train).
+    Returns the number of weights that still train."""
+    keep = model.head_names() if part == "features" else model.class_layer_names()
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(name.startswith(k + ".") for k in keep))
+    model.train(model.training)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def param_groups(model: nn.Module, c: TrainConfig) -> list[nn.Parameter] | list[dict[str, Any]]:
+    """The weights that train; with --head-lr-mult, the class layer(s) in their own group whose lr the
+    schedule scales by `lr_scale` (a new head on a trained body learns faster than the body moves)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if c.head_lr_mult == 1.0:
+        return trainable
+    heads = model.class_layer_names() if hasattr(model, "class_layer_names") else []
+    in_head = {id(p) for name, p in model.named_parameters() if any(name.startswith(k + ".") for k in heads)}
+    groups = [{"params": [p for p in trainable if id(p) not in in_head], "lr_scale": 1.0},
+              {"params": [p for p in trainable if id(p) in in_head], "lr": c.lr * c.head_lr_mult,
+               "lr_scale": c.head_lr_mult}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], c: TrainConfig) -> torch.optim.Optimizer:
     """SGD or AdamW, fused where this torch and device support it, else foreach."""
     if c.optimizer == "sgd":
         cls, kwargs = torch.optim.SGD, {"momentum": c.momentum, "nesterov": c.nesterov}
