@@ -12,7 +12,8 @@ from torch import nn
 
 from classicnets.bench import BenchSettings, prepared, train_steps
 from classicnets.errors import ClassicNetsError
-from classicnets.training import build, resolve_config, torch_settings
+from classicnets.training import build, resolve_config, runtime, torch_settings
+from classicnets.training.runtime import cpu_has_bf16_kernels
 from classicnets.training.step import ClassificationLoss, RunningTotals, TrainStep, optimizer_steps
 from classicnets.training.trainer import Progress
 
@@ -186,7 +187,8 @@ def test_build_assembles_the_parts_of_a_run():
     assert (run.micro_batch, run.accum_steps, run.steps_per_epoch) == (16, 2, 4)
     assert run.step.model is run.train_model and run.step.optimizer is run.optimizer
     assert run.step.schedule is run.schedule and run.step.grad_clip == 5.0
-    assert run.step.autocast_dtype == torch.bfloat16  # the fast recipe's precision
+    # the fast recipe's precision, where this CPU has bf16 kernels (runtime.autocast_precision)
+    assert run.step.autocast_dtype == (torch.bfloat16 if cpu_has_bf16_kernels() else None)
     assert run.classes == run.train_set.classes and run.num_classes == 10
     assert run.data_record()["input_size"] == 32 and run.data_record()["mean"] == run.mean
     x, _ = next(iter(run.train_loader))
@@ -241,3 +243,16 @@ def test_progress_saves_the_keys_checkpoints_have_always_had():
     assert set(dataclasses.asdict(Progress())) == keys
     saved = {**dataclasses.asdict(Progress(epoch=3, step=90, best_test_acc=0.9)), "from_a_newer_version": 1}
     assert Progress.from_dict(saved) == Progress(epoch=3, step=90, best_test_acc=0.9)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("has_kernels", [True, False])
+def test_bf16_on_a_cpu_without_bf16_kernels_runs_fp32_and_says_so(monkeypatch, has_kernels):
+    monkeypatch.setattr(runtime, "cpu_has_bf16_kernels", lambda: has_kernels)
+    assert runtime.autocast_precision("bf16", torch.device("cpu"))[0] == ("bf16" if has_kernels else "fp32")
+    assert runtime.autocast_precision("fp32", torch.device("cpu")) == ("fp32", None)
+    assert runtime.autocast_precision("bf16", torch.device("cuda")) == ("bf16", None)
+    with torch_settings(threads=1):
+        run = build(resolve_config(**TINY))
+    assert run.step.autocast_dtype == (torch.bfloat16 if has_kernels else None)
+    assert any("no bf16 convolution kernels" in m for m in run.messages) != has_kernels

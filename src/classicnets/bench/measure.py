@@ -58,7 +58,7 @@ from classicnets.metrics import evaluate_loader
 from classicnets.models.registry import get_entry
 from classicnets.training import memory
 from classicnets.training.config import TrainConfig, resolve_config
-from classicnets.training.runtime import pick_device, run_settings, torch_settings
+from classicnets.training.runtime import autocast_precision, pick_device, run_settings, torch_settings
 from classicnets.training.setup import RunParts, build
 from classicnets.training.step import RunningTotals, optimizer_steps
 
@@ -160,6 +160,10 @@ def bench(settings: BenchSettings | None = None, *, progress: Callable[[str], No
     others_before = cores_busy()  # before we load anything: what other programs use
     with prepared(s) as run:
         device = run.device
+        precision, note = autocast_precision(s.precision, device)  # what build chose to run
+        if note:
+            say(note)
+            s = dataclasses.replace(s, precision=precision)
         base = run.baseline_rss if device.type != "cuda" else 0
         macs = macs_per_image(run.model, (s.channels, s.size, s.size))
         precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])

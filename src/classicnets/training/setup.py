@@ -42,7 +42,7 @@ from classicnets.training.config import (
     parse_scale_jitter,
 )
 from classicnets.training.distributed import Dist
-from classicnets.training.runtime import pick_device
+from classicnets.training.runtime import autocast_precision, pick_device
 from classicnets.training.schedule import LRSchedule
 from classicnets.training.step import ClassificationLoss, TrainStep
 
@@ -143,7 +143,9 @@ def build(config: TrainConfig, *, resume: dict[str, Any] | None = None, dist: Di
     if dist.active:  # dropout masks differ between ranks, like their data
         torch.manual_seed(c.seed + dist.rank)
 
-    autocast_dtype = PRECISIONS[c.precision]
+    precision, note = autocast_precision(c.precision, device)
+    messages += [note] if note else []
+    autocast_dtype = PRECISIONS[precision]
     micro, accum = plan_batches(c, dist, resume, probe=lambda: TrainStep(
         model, optimizer, loss_fn, autocast_dtype=autocast_dtype, memory_format=memory_format),
         shape=(channels, size, size), num_classes=len(classes), device=device, baseline_rss=baseline_rss,
