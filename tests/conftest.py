@@ -12,7 +12,6 @@ session and CLASSICNETS_OFFLINE=1 (tests of the download path turn it off and do
 """
 
 import os
-
 from pathlib import Path
 
 import pytest

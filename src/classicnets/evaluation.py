@@ -26,9 +26,10 @@ from classicnets.data import transforms
 from classicnets.data.dataset import printable
 from classicnets.errors import ClassicNetsError
 from classicnets.metrics import confusion_matrix, logits_of, per_class_accuracy, topk_correct
-from classicnets.models import create_model
+from classicnets.models import create_model, model_info
 from classicnets.models.dense import to_dense
-from classicnets.models.weights import imagenet_synsets
+from classicnets.models.registry import get_entry
+from classicnets.models.weights import imagenet_synsets, resolve
 from classicnets.training import checkpoint
 from classicnets.training.config import PROGRESS
 
@@ -103,8 +104,17 @@ def load_trained_weights(model_name: str, weights: str, device: str | torch.devi
                          **options) -> InferenceModel:
     """A registered net with trained weights ("imagenet" or a file, as create_model's `weights`) ready for
     predict and eval: the weights' class names (ImageNet's 1,000 categories), input size, test scale and
-    mean/std. A classicnets checkpoint is better passed as the checkpoint (its net options come with it)."""
-    model = create_model(model_name, weights=weights, **options)
+    mean/std. A classicnets checkpoint or export given as `weights` brings its net's options (width,
+    input size, classes) when it is `model_name`'s."""
+    found = resolve(model_name, model_info(model_name)["torchvision"], weights)
+    if found.cfg.get("architecture") == get_entry(model_name).name:
+        options = {**found.options, **options}
+    model = create_model(model_name, weights=found, **options)
+    new = model.weights_report.new
+    if new:  # a class layer the weights do not fill would predict at random
+        raise ClassicNetsError(f"{weights} do not fill {model_name}'s class layer ({', '.join(new)}): predict and "
+                               f"eval need every layer trained; pass weights for {model.num_classes} classes, or "
+                               "the classicnets checkpoint they come from as CHECKPOINT")
     cfg = model.pretrained_cfg
     size = int(cfg["input_size"][1])
     classes = [printable(c) for c in cfg.get("categories") or [str(i) for i in range(model.num_classes)]]

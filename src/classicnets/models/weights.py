@@ -47,6 +47,8 @@ TAGS = {"imagenet": "DEFAULT"}
 OFFLINE_ENV = "CLASSICNETS_OFFLINE"
 # torch.hub's rule: a file name like vgg16-397923af.pth carries the first hex digits of its SHA-256.
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+# "VGG16_Weights.IMAGENET1K_V1": an enum member by its full name (not a file with suffix ".IMAGENET1K_V1").
+ENUM_MEMBER_NAME = re.compile(r"\w+_Weights\.\w+")
 # Prefixes that wrappers add to every key: DistributedDataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # torchvision's GoogLeNet with its ImageNet weights sets transform_input=True: it maps ImageNet-normalised
@@ -133,7 +135,8 @@ class TorchvisionWeights:
         metrics = self.enum.meta.get("_metrics", {}).get("ImageNet-1K", {})
         return {"weights": self.name, "weights_url": self.url, "input_size": (3, crop, crop), "resize": resize,
                 "crop_pct": crop / resize, "mean": mean, "std": std,
-                "interpolation": preset.interpolation.value, "categories": list(self.enum.meta["categories"]),
+                "interpolation": preset.interpolation.value,
+                "categories": list(self.enum.meta.get("categories") or []),  # None: VGG-16 "features"
                 "imagenet_top1": metrics.get("acc@1"), "imagenet_top5": metrics.get("acc@5")}
 
 
@@ -151,6 +154,8 @@ def is_weights_name(weights: object) -> bool:
         return True
     if not isinstance(weights, str):
         return False
+    if ENUM_MEMBER_NAME.fullmatch(weights) and not Path(weights).exists():
+        return True
     return not (os.sep in weights or "/" in weights or Path(weights).suffix or Path(weights).exists())
 
 
@@ -169,6 +174,9 @@ def torchvision_weights(model: str, torchvision_name: str | None, weights: objec
     else:
         key = TAGS.get(weights.lower(), weights).split(".")[-1]
     enum_class = type(next(iter(members.values())))
+    if isinstance(weights, str) and "." in weights and weights.split(".")[0] != enum_class.__name__:
+        raise ClassicNetsError(f"{weights} are not {model}'s weights: pass imagenet or one of "
+                               f"{', '.join(f'{enum_class.__name__}.{m}' for m in members)}")
     if key == "DEFAULT":
         key = enum_class.DEFAULT.name
     if key not in members:
@@ -217,6 +225,7 @@ class Weights:
     source: str  # for messages: "imagenet (vgg16-397923af.pth)" or the file's path
     cfg: dict[str, Any] = field(default_factory=dict)  # mean, std, input_size, resize, categories, ...
     width: float | None = None  # the width they were trained at, when known (torchvision's: 1)
+    options: dict[str, Any] = field(default_factory=dict)  # the net's build options, when the file says
 
 
 def read_weights(path: str | os.PathLike) -> Weights:
@@ -229,13 +238,15 @@ def read_weights(path: str | os.PathLike) -> Weights:
         head = f.read(9)
     if len(head) == 9 and head[8:9] == b"{":  # safetensors: u64 header length, then a JSON object
         state, meta = load_safetensors(path)
-        return Weights(_tensors_only(state, path), str(path), _cfg_of_export(meta))
+        options = _options_of_export(meta)
+        return Weights(_tensors_only(state, path), str(path), _cfg_of_export(meta), width=options.get("width"),
+                       options=options)
     obj = read_torch_file(path, expected=WEIGHTS_FILE, mmap=True)
     if isinstance(obj, dict) and obj.get("format") == "classicnets.checkpoint":
         data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
         kwargs = obj.get("model_kwargs") if isinstance(obj.get("model_kwargs"), dict) else {}
         return Weights(_tensors_only(obj.get("model"), path), str(path), _cfg_of_data(data, obj.get("model_name")),
-                       width=kwargs.get("width", 1.0))
+                       width=kwargs.get("width", 1.0), options=dict(kwargs))
     if isinstance(obj, dict) and not _all_tensors(obj):  # {"state_dict": ...} as other trainers save it
         inner = [v for k, v in obj.items() if k in ("state_dict", "model", "model_state_dict") and isinstance(v, dict)]
         obj = inner[0] if inner else obj
@@ -267,6 +278,15 @@ def _cfg_of_data(data: dict, architecture: Any) -> dict[str, Any]:
     if isinstance(data.get("classes"), list) and all(isinstance(c, str) for c in data["classes"]):
         cfg["categories"] = list(data["classes"])
     return cfg
+
+
+def _options_of_export(meta: dict[str, str]) -> dict[str, Any]:
+    """A classicnets export's build options (its "model_kwargs" metadata), else none."""
+    try:
+        options = json.loads(meta.get("model_kwargs", "{}")) if meta.get("format") == "classicnets.export" else {}
+    except (TypeError, ValueError, RecursionError):
+        return {}
+    return options if isinstance(options, dict) else {}
 
 
 def _cfg_of_export(meta: dict[str, str]) -> dict[str, Any]:
@@ -357,14 +377,21 @@ def load_into(model: nn.Module, weights: Weights, *, width: float | None = None)
     if width is not None and weights.width is not None and float(width) != float(weights.width):
         raise ClassicNetsError(
             f"{name} built at width {width:g} cannot take {weights.source}: those weights are for width "
-            f"{weights.width:g} (every layer's channels differ); drop --width / pass width={weights.width:g}")
+            f"{weights.width:g} (every layer's channels differ); "
+            + ("drop --width / pass width=1" if float(weights.width) == 1.0
+               else f"pass --width {weights.width:g} / width={weights.width:g}"))
     state = unwrap_state_dict(weights.state)
     expected = model.state_dict()
     heads = model.class_layer_names() if hasattr(model, "class_layer_names") else []
     # A head of another structure (VGG's three FC layers into a GAP net) starts afresh as a whole.
     head_parts = model.head_names() if hasattr(model, "head_names") else heads
     head_keys = {k for k in expected if _under(k, head_parts) and not k.endswith("num_batches_tracked")}
-    if head_keys != {k for k in state if _under(k, head_parts) and not k.endswith("num_batches_tracked")}:
+    restructured = head_keys != {k for k in state
+                                 if _under(k, head_parts) and not k.endswith("num_batches_tracked")}
+    # A head without values (NaN: all of the classifier in torchvision's VGG-16 "features" file) likewise.
+    valueless = any(_under(k, head_parts) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+                    for k, v in state.items())
+    if restructured or valueless:
         heads = head_parts
     first_conv = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     report = LoadReport(weights.source)
@@ -372,7 +399,10 @@ def load_into(model: nn.Module, weights: Weights, *, width: float | None = None)
     for key, mine in expected.items():
         theirs = state.get(key)
         if theirs is None:
-            if key.endswith("num_batches_tracked") or _under(key, heads):
+            if key.endswith("num_batches_tracked"):  # absent from torch < 0.4.1 files: starts at 0
+                merged[key] = mine
+                continue
+            if _under(key, heads):
                 fresh.add(key)
                 merged[key] = mine
                 continue
@@ -408,7 +438,8 @@ def load_into(model: nn.Module, weights: Weights, *, width: float | None = None)
         classes = getattr(model, "num_classes", None)
         said = ("the weights' head holds no values" if empty_head
                 else f"{classes} classes" + (f", the weights have {len(weights.cfg['categories'])}"
-                                              if weights.cfg.get("categories") else ""))
+                                              if weights.cfg.get("categories") else "")
+                + ("; the weights' head has another structure" if restructured else ""))
         report.new[-1] += f" ({said})"
     if skipped:
         report.notes.append(f"not used: {', '.join(skipped)} (the net was built without them)")
