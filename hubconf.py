@@ -6,7 +6,8 @@
 `classicnets list` shows the names.)
 
 Each entry takes create_model's options (num_classes, in_channels / in_chans, width, input_size, ...,
-features_only). The package is imported from src/ beside this file when it is not installed.
+features_only, pretrained=True / weights="imagenet": torchvision's ImageNet weights through torch's hub
+cache). The package is imported from src/ beside this file when it is not installed.
 """
 
 import sys as _sys

@@ -545,3 +545,10 @@ def test_eval_and_predict_weights_from_a_checkpoint_bring_its_net_options(form, 
     # another net's checkpoint keeps the one-line refusal
     assert "they are vgg11_bn's weights" in error_of(
         lambda: load_trained_weights("vgg11", str(gray_checkpoint.pt), "cpu", **TINY_GRAY))
+
+
+def test_torch_hub_entries_take_the_weights_too(googlenet_file):
+    repo = Path(__file__).resolve().parents[1]
+    net = torch.hub.load(str(repo), "googlenet_bn", source="local", weights="imagenet", num_classes=4)
+    assert net.weights_report.new == ["fc (4 classes, the weights have 1000)"]
+    assert torch.equal(net.conv1.conv.weight, googlenet_file.state["conv1.conv.weight"])
