@@ -273,3 +273,25 @@ def test_finetune_googlenet_on_a_folder_of_fashion_mnist(hub, capsys, tmp_path, 
     assert "not in torch's hub cache" in error_of(lambda: create_model("googlenet_bn", weights="imagenet"))
     message = one_line_error(capsys, "train", "--resume", run_dir, "--progress", "none")
     assert message.startswith(f"the run in {run_dir} already finished its 1 epochs")  # got past building the run
+
+
+def test_a_mistyped_folder_fails_before_the_weights_are_fetched(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_home"))  # no weights file: fetching would fail
+    message = one_line_error(capsys, "train", "--recipe", "finetune", "--model", "googlenet_bn",
+                             "--data", f"folder:{tmp_path / 'no_such_folder'}", "--run-dir", tmp_path / "run")
+    assert "no_such_folder does not exist" in message and "hub cache" not in message
+
+
+def test_the_not_learning_warning_gives_advice_that_fits_a_run_from_weights():
+    from classicnets.training.trainer import Trainer
+
+    record = {"test_acc": 0.333, "train_loss": 1.1}
+    run = SimpleNamespace(num_classes=3, train_set=[0] * 66, steps_per_epoch=2)
+    tuned = Trainer._chance_warning(SimpleNamespace(run=run, c=SimpleNamespace(
+        weights="imagenet", model="vgg16", lr=0.001)), 1, record)
+    assert "66 training images and 2 step(s) per epoch" in tuned and "--init" not in tuned
+    scratch = Trainer._chance_warning(SimpleNamespace(run=run, c=SimpleNamespace(
+        weights=None, model="vgg16", lr=0.05)), 1, record)
+    assert "--init xavier" in scratch and "--model vgg16_bn" in scratch
+    assert Trainer._chance_warning(SimpleNamespace(run=run, c=SimpleNamespace(
+        weights=None, model="vgg16", lr=0.05)), 1, {"test_acc": 0.9, "train_loss": 0.2}) is None

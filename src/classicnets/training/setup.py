@@ -112,11 +112,11 @@ def build(config: TrainConfig, *, resume: dict[str, Any] | None = None, dist: Di
     baseline_rss = memory.process_rss()
     seed_everything(c.seed)
     messages: list[str] = []
-    # Trained weights are read once, before the data: their preprocessing (size, mean/std) shapes the inputs.
-    # A resumed run takes its weights from the checkpoint and its preprocessing from its data record.
+    full_train, full_test = load_data(c, messages)  # first: a mistyped folder fails before any download
+    # Trained weights are read once; their preprocessing (size, mean/std) shapes the inputs. A resumed run
+    # takes its weights from the checkpoint and its preprocessing from its data record.
     start = resolve_weights(c.model, c.weights) if c.weights and resume is None else None
     saved = resume.get("data") if resume is not None else None
-    full_train, full_test = load_data(c, messages)
     stats = input_stats(c, full_train, weights=start, saved=saved)  # the whole split's, even if --limit-train cuts it
     sets = _first(full_train, c.limit_train), _first(full_test, c.limit_test)
     size, eval_resize = input_sizes(c, sets[0], start, saved)

@@ -386,7 +386,10 @@ class Trainer:
         k, c = self.run.num_classes, self.c
         if epoch != 1 or record["test_acc"] is None or not at_chance(record["test_acc"], k):
             return None
-        if c.model.endswith("_bn"):
+        if c.weights:  # the init is the weights': only the learning rates and the data are the user's to change
+            fix = (f"with {len(self.run.train_set)} training images and {self.run.steps_per_epoch} step(s) per epoch "
+                   f"it may need more images or epochs; else try --lr {c.lr * 10:g} or a larger --head-lr-mult")
+        elif c.model.endswith("_bn"):
             fix = f"try a lower learning rate, e.g. --lr {c.lr / 10:g}"
         else:
             fix = (f"plain VGG stalls at loss ln(classes) when the lr is too high for its init: try --lr "
