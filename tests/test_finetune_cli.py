@@ -283,15 +283,13 @@ def test_a_mistyped_folder_fails_before_the_weights_are_fetched(tmp_path, capsys
 
 
 def test_the_not_learning_warning_gives_advice_that_fits_a_run_from_weights():
-    from classicnets.training.trainer import Trainer
+    from classicnets.training.trainer import chance_warning
 
     record = {"test_acc": 0.333, "train_loss": 1.1}
     run = SimpleNamespace(num_classes=3, train_set=[0] * 66, steps_per_epoch=2)
-    tuned = Trainer._chance_warning(SimpleNamespace(run=run, c=SimpleNamespace(
-        weights="imagenet", model="vgg16", lr=0.001)), 1, record)
+    tuned = chance_warning(SimpleNamespace(weights="imagenet", model="vgg16", lr=0.001), run, 1, record)
     assert "66 training images and 2 step(s) per epoch" in tuned and "--init" not in tuned
-    scratch = Trainer._chance_warning(SimpleNamespace(run=run, c=SimpleNamespace(
-        weights=None, model="vgg16", lr=0.05)), 1, record)
+    scratch = chance_warning(SimpleNamespace(weights=None, model="vgg16", lr=0.05), run, 1, record)
     assert "--init xavier" in scratch and "--model vgg16_bn" in scratch
-    assert Trainer._chance_warning(SimpleNamespace(run=run, c=SimpleNamespace(
-        weights=None, model="vgg16", lr=0.05)), 1, {"test_acc": 0.9, "train_loss": 0.2}) is None
+    assert chance_warning(SimpleNamespace(weights=None, model="vgg16", lr=0.05), run, 1,
+                          {"test_acc": 0.9, "train_loss": 0.2}) is None

@@ -324,7 +324,7 @@ class Trainer:
         p.loss_sum = p.correct = p.count = p.train_seconds = p.epoch_seconds = 0.0
         self._save_last(epoch + 1)
         self._emit("epoch", record)
-        messages.append((self._chance_warning(epoch, record), True))
+        messages.append((chance_warning(self.c, self.run, epoch, record), True))
         for text, warning in messages:
             if text:
                 self._emit("message", text, warning)
@@ -380,23 +380,6 @@ class Trainer:
         raise ClassicNetsError(
             f"training diverged: the loss became {what} {where} (epoch {p.epoch + 1}, "
             f"lr {self.run.schedule.last_lr:.3g}); {kept}; lower the learning rate, e.g. --lr {self.c.lr / 10:g}")
-
-    def _chance_warning(self, epoch: int, record: dict) -> str | None:
-        """Plain VGG from scratch with too high an lr sits at chance with loss ln(classes): say so once."""
-        k, c = self.run.num_classes, self.c
-        if epoch != 1 or record["test_acc"] is None or not at_chance(record["test_acc"], k):
-            return None
-        if c.weights:  # the init is the weights': only the learning rates and the data are the user's to change
-            fix = (f"with {len(self.run.train_set)} training images and {self.run.steps_per_epoch} step(s) per epoch "
-                   f"it may need more images or epochs; else try --lr {c.lr * 10:g} or a larger --head-lr-mult")
-        elif c.model.endswith("_bn"):
-            fix = f"try a lower learning rate, e.g. --lr {c.lr / 10:g}"
-        else:
-            fix = (f"plain VGG stalls at loss ln(classes) when the lr is too high for its init: try --lr "
-                   f"{min(0.01, c.lr / 10):g}, --init xavier, or the batch-norm variant --model {c.model}_bn")
-        return (f"test accuracy {record['test_acc']:.3f} is still at chance (1/{k} = {1 / k:.3f}) after 2 "
-                f"epochs and the train loss is {record['train_loss']:.3f} (ln {k} = {math.log(k):.3f}): the "
-                f"net is not learning; {fix}")
 
     # --- checkpoints ----------------------------------------------------------------------------
 
@@ -555,3 +538,22 @@ def _test_signal_hook(step: int) -> None:
         at, _, name = target.partition(":")
         if int(at) == step:
             os.kill(os.getpid(), getattr(signal, "SIG" + (name or "KILL")))
+
+
+def chance_warning(c: TrainConfig, run: RunParts, epoch: int, record: dict) -> str | None:
+    """Plain VGG from scratch with too high an lr sits at chance with loss ln(classes): say so once, with
+    advice that fits the run (its lr, its net, whether it started from trained weights)."""
+    k = run.num_classes
+    if epoch != 1 or record["test_acc"] is None or not at_chance(record["test_acc"], k):
+        return None
+    if c.weights:  # the init is the weights': only the learning rates and the data are the user's to change
+        fix = (f"with {len(run.train_set)} training images and {run.steps_per_epoch} step(s) per epoch "
+               f"it may need more images or epochs; else try --lr {c.lr * 10:g} or a larger --head-lr-mult")
+    elif c.model.endswith("_bn"):
+        fix = f"try a lower learning rate, e.g. --lr {c.lr / 10:g}"
+    else:
+        fix = (f"plain VGG stalls at loss ln(classes) when the lr is too high for its init: try --lr "
+               f"{min(0.01, c.lr / 10):g}, --init xavier, or the batch-norm variant --model {c.model}_bn")
+    return (f"test accuracy {record['test_acc']:.3f} is still at chance (1/{k} = {1 / k:.3f}) after 2 "
+            f"epochs and the train loss is {record['train_loss']:.3f} (ln {k} = {math.log(k):.3f}): the "
+            f"net is not learning; {fix}")
