@@ -1,6 +1,7 @@
 """Training runs end to end on real Fashion-MNIST (first 512 images), with a tiny VGG at 32x32."""
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -325,3 +326,25 @@ def test_warm_start_copies_the_trained_net_a_into_a_deeper_vgg(learned, tmp_path
                                warm_start=str(learned.run_dir / "best.pt"), run_dir=str(tmp_path / "b"))
     assert re.search(r"warm start: \d+ tensors copied from .*best\.pt", capsys.readouterr().out)
     assert result.stopped == "completed"
+
+
+@pytest.mark.slow
+def test_fp16_trains_on_a_cpu_keeps_its_scaler_in_checkpoints_and_resumes_bitwise(tmp_path, capsys, monkeypatch):
+    """The GPU's fp16 path (autocast + GradScaler) runs on a CPU, so its logic is tested here."""
+    settings = {**TINY, "model": "vgg11_bn", "precision": "fp16", "deterministic": True}
+    run_dir = tmp_path / "stopped"
+    monkeypatch.setenv(SIGNAL_AT_STEP_ENV, "20:INT")  # epoch 2, step 4 of 16
+    assert main(["train", *cli_args(settings), "--run-dir", str(run_dir)]) == 130
+    out = capsys.readouterr().out
+    assert "precision fp16 on a CPU" in out and ", fp16," in out  # said, and the header shows what runs
+    saved = checkpoint.load(run_dir / "last.pt")
+    scaler = saved["scaler"]
+    assert saved["step"] == 21 and scaler["scale"] > 0 and set(scaler) >= {"scale", "_growth_tracker"}
+    monkeypatch.delenv(SIGNAL_AT_STEP_ENV)
+    resumed = classicnets.train(resume=run_dir, progress="none")
+    whole = classicnets.train(**settings, run_dir=str(tmp_path / "whole"))
+    a, b = _weights(run_dir), _weights(whole.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert checkpoint.load(run_dir / "last.pt")["scaler"] == checkpoint.load(whole.run_dir / "last.pt")["scaler"]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    assert all(math.isfinite(r["train_loss"]) for r in whole.history)

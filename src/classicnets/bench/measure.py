@@ -54,6 +54,7 @@ from classicnets.bench.timing import (
     time_in_turns,
     warm_up,
 )
+from classicnets.errors import ClassicNetsError
 from classicnets.metrics import evaluate_loader
 from classicnets.models.registry import get_entry
 from classicnets.training import memory
@@ -154,6 +155,9 @@ def bench(settings: BenchSettings | None = None, *, progress: Callable[[str], No
     """
     s = dataclasses.replace(settings or BenchSettings(), **keywords)
     get_entry(s.model)  # an unknown name fails here, before any data is loaded
+    if s.precision == "fp16" and pick_device(s.device).type != "cuda":
+        raise ClassicNetsError("bench --precision fp16 needs a GPU: a CPU has no fp16 kernels to time (training "
+                               "accepts fp16 there only to test the GPU path); use --precision bf16 or fp32")
     s.check()
     s = s.resolved()
     say = progress or (lambda text: None)

@@ -125,7 +125,9 @@ class TrainConfig:
     skip_bad: bool = _data(False, "image folders: skip unreadable images (and count them) instead of stopping")
 
     # speed and memory
-    precision: str = _speed("fp32", "autocast precision", {"fp32": "", "bf16": "", "fp16": "needs a GPU"})
+    precision: str = _speed("fp32", "autocast precision", {
+        "fp32": "", "bf16": "runs as fp32 on a CPU without bf16 kernels",
+        "fp16": "with a grad scaler; for GPUs (on a CPU it runs, slowly, to test that path)"})
     channels_last: bool = _speed(False, "NHWC memory layout (faster convolutions with bf16 and on GPUs)")
     compile: bool = _speed(False, "torch.compile the model")
     cudnn_benchmark: bool = _speed(True, "let cuDNN pick the fastest kernels (GPU)")
