@@ -436,3 +436,34 @@ def test_every_nets_dropout_is_the_fast_one(name):
     net = create_model(name, num_classes=10)
     drops = [m for m in net.modules() if isinstance(m, nn.Dropout)]
     assert drops and all(isinstance(m, Dropout) for m in drops)
+
+
+def tutorial_001_vgg11() -> nn.Sequential:
+    """VGG-11 as tutorial 001 (d2l ch. 7.2) builds it: a quarter of the conv channels, both 4096-unit FC layers."""
+    blocks, in_channels = [], 1
+    for convs, out_channels in [(n, c // 4) for n, c in ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))]:
+        layers = []
+        for _ in range(convs):
+            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU()]
+            in_channels = out_channels
+        blocks.append(nn.Sequential(*layers, nn.MaxPool2d(kernel_size=2, stride=2)))
+    return nn.Sequential(*blocks, nn.Flatten(), nn.Linear(128 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(0.5),
+                         nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 10))
+
+
+def test_fc_width_builds_the_tutorials_vgg11_exactly():
+    torch.manual_seed(0)
+    theirs = tutorial_001_vgg11().eval()
+    ours = create_model("vgg11", num_classes=10, in_channels=1, input_size=224, width=0.25, fc_width=4096).eval()
+    assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters()) == 43_093_322
+    with torch.no_grad():  # the same tensors in the same order give the same outputs
+        for mine, their in zip(ours.parameters(), theirs.parameters(), strict=True):
+            mine.copy_(their)
+        x = torch.rand(2, 1, 224, 224)
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+    # without it, width scales the FC layers too (the paper's 4096 x width)
+    assert create_model("vgg11", num_classes=10, in_channels=1, width=0.25).classifier[0].out_features == 1024
+    assert create_model("alexnet_d2l", fc_width=512).classifier[-1].in_features == 512
+    assert "fc_width must be a whole number" in str(pytest.raises(
+        ClassicNetsError, create_model, "vgg11", fc_width=0.5).value)
+    assert "has no option 'fc_width'" in str(pytest.raises(ClassicNetsError, create_model, "nin", fc_width=8).value)

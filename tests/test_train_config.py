@@ -250,3 +250,20 @@ def test_a_config_that_is_a_device_or_far_too_large_is_refused_before_reading(tm
 def test_a_run_name_with_control_characters_is_refused():
     with pytest.raises(ClassicNetsError, match="without '/' or control characters"):
         resolve_config(name="run\n\x1b[31mred")
+
+
+def test_the_d2l_recipe_trains_the_tutorials_43m_parameter_vgg11_and_other_nets_ignore_its_fc_width():
+    from classicnets.training.setup import make_model
+
+    config = resolve_config(recipe="d2l")
+    assert config.fc_width == 4096 and config.width == 0.25
+    with torch.device("meta"):
+        model, kwargs = make_model(config, 10, 1, 224)
+        assert kwargs["fc_width"] == 4096 and sum(p.numel() for p in model.parameters()) == 43_093_322
+        # the recipe's fc_width is VGG's; NiN has no FC layers, so it does not apply...
+        assert "fc_width" not in make_model(resolve_config(recipe="d2l", model="nin"), 10, 1, 224)[1]
+        # ...but asked for explicitly, it is refused by name
+        with pytest.raises(ClassicNetsError, match="has no option 'fc_width'"):
+            make_model(resolve_config(recipe="d2l", model="nin", fc_width=512), 10, 1, 224)
+    with pytest.raises(ClassicNetsError, match="fc_width must be"):
+        resolve_config(fc_width=0)

@@ -53,7 +53,8 @@ class TutorialLoop:
         self.name, self.device = tutorial_model_name(s.model), device
         torch.manual_seed(0)
         self.net = create_model(self.name, num_classes=len(train_set.classes), in_channels=s.channels,
-                                input_size=s.size, width=s.width, init="xavier").to(device)
+                                input_size=s.size, width=s.width, init="xavier",
+                                **({"fc_width": s.fc_width} if s.fc_width else {})).to(device)
         self.macs = macs_per_image(self.net, (s.channels, s.size, s.size))
         per_image = transforms.Compose([transforms.Resize(s.size), transforms.ToTensor()])
         dataset = PILImages(train_set.images, train_set.labels, per_image, s.channels)

@@ -228,7 +228,8 @@ def bench_config(s: BenchSettings) -> TrainConfig:
     """What `classicnets train --recipe fast` would run for these settings, writing nothing."""
     s = s.resolved()
     return resolve_config(
-        recipe="fast", model=s.model, width=s.width, size=s.size, batch_size=s.batch, precision=s.precision,
+        recipe="fast", model=s.model, width=s.width, fc_width=s.fc_width, size=s.size, batch_size=s.batch,
+        precision=s.precision,
         channels_last=s.channels_last, compile=s.compile, data=s.data, data_dir=s.data_dir, device=s.device,
         threads=s.threads, progress="none", tensorboard="off", plots=False, checkpoint_seconds=1e9)
 

@@ -19,6 +19,7 @@ class BenchSettings:
 
     model: str = "vgg11"
     width: float = 0.25
+    fc_width: int | None = None  # hidden FC units of VGG/AlexNet (None: 4096 x width); 4096 = the tutorials' net
     size: int = 32
     channels: int = 1
     batch: int = 128

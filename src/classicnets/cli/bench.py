@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     add = p.add_argument
     add("--model", default=d.model, metavar="NAME", help=f"net name (default: {d.model})")
     add("--width", type=float, default=d.width, metavar="X", help=f"channel width (default: {d.width})")
+    add("--fc-width", type=int, default=None, metavar="N",
+        help="units of VGG's/AlexNet's hidden FC layers, both sides (default: 4096 x width; 4096 is the "
+             "tutorials' VGG-11)")
     add("--size", type=int, default=d.size, metavar="N", help=f"input size NxN (default: {d.size})")
     add("--channels", type=int, default=d.channels, choices=(1, 3),
         help=f"input channels; grayscale data is repeated for 3 (default: {d.channels})")
@@ -53,7 +56,7 @@ def _bench(args) -> int:
     from classicnets.bench import BenchSettings, bench, format_report
 
     settings = BenchSettings(
-        model=args.model, width=args.width, size=args.size, channels=args.channels, batch=args.batch,
+        model=args.model, width=args.width, fc_width=args.fc_width, size=args.size, channels=args.channels, batch=args.batch,
         precision=args.precision, channels_last=args.channels_last, compile=args.compile, steps=args.steps,
         warmup=args.warmup, seconds=args.seconds, baseline=args.baseline, peak=args.peak, data=args.data,
         data_dir=args.data_dir, device=args.device, threads=args.threads)

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                         "3x224x224 for vgg16, 1x28x28 for lenet); for HxW not square the net is built "
                         "for the smaller side and the larger passes through its adaptive average pool")
     p.add_argument("--width", type=float, metavar="X", help="channel multiplier, e.g. 0.25 (default 1.0)")
+    p.add_argument("--fc-width", type=int, metavar="N",
+                   help="units of VGG's/AlexNet's hidden FC layers (default 4096 x width; the tutorials: 4096)")
     p.add_argument("--classes", type=int, metavar="N", help="number of classes (default: the net's, mostly 1000)")
     p.add_argument("--depth", type=int, metavar="N",
                    help="collapse modules below this nesting level: 1 shows the model's direct children "
@@ -102,6 +104,8 @@ def _summary(args) -> int:
     kwargs = {"in_channels": channels, "input_size": min(height, width)}
     if args.width is not None:
         kwargs["width"] = args.width
+    if args.fc_width is not None:
+        kwargs["fc_width"] = args.fc_width
     if args.classes is not None:
         kwargs["num_classes"] = args.classes
 

@@ -17,6 +17,7 @@ from classicnets.models.layers import (
     ClassicNet,
     Conv,
     check_options,
+    hidden_units,
     make_layers,
     mlp_head,
     scaled,
@@ -46,7 +47,7 @@ class AlexNet(ClassicNet):
     paper = PAPER
 
     def __init__(self, name: str, form: str, *, num_classes: int, in_channels: int, input_size: int,
-                 width: float, dropout: float) -> None:
+                 width: float, dropout: float, fc_width: int | None = None) -> None:
         super().__init__(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
         table = ALEXNET_TABLE[form]
         convs = [t for t in table if isinstance(t, Conv)]
@@ -58,7 +59,7 @@ class AlexNet(ClassicNet):
         size = self.set_input_limits(windows_of([self.features]))
         self.avgpool = nn.AdaptiveAvgPool2d((size, size))
         self.flatten = nn.Flatten(1)
-        hidden = scaled(FC_UNITS, width)
+        hidden = hidden_units(name, FC_UNITS, width, fc_width)
         self.num_features, self.head_hidden_size = scaled(convs[-1].channels, width), hidden
         in_features = self.num_features * size * size
         # The paper (sec. 4.2) and d2l drop out the outputs of the two hidden FC layers; torchvision
@@ -68,9 +69,9 @@ class AlexNet(ClassicNet):
 
 
 def _alexnet(name: str, form: str, *, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
-             width: float = 1.0, dropout: float = 0.5, init: str = "kaiming") -> AlexNet:
+             width: float = 1.0, dropout: float = 0.5, init: str = "kaiming", fc_width: int | None = None) -> AlexNet:
     model = AlexNet(name, form, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                    width=width, dropout=dropout)
+                    width=width, dropout=dropout, fc_width=fc_width)
     return initialize(model, init)
 
 

@@ -193,6 +193,16 @@ def check_options(name: str, *, num_classes: int, in_channels: int, width: float
         raise ClassicNetsError(f"{name}: dropout must be a probability in [0, 1); got {dropout!r}")
 
 
+def hidden_units(name: str, units: int, width: float, fc_width: int | None) -> int:
+    """Units of a net's hidden FC layers: `fc_width` when given (the tutorials keep 4096 with a quarter of
+    the conv channels), else the paper's `units` scaled by the width."""
+    if fc_width is None:
+        return scaled(units, width)
+    if not isinstance(fc_width, int) or isinstance(fc_width, bool) or not 1 <= fc_width <= 1 << 20:
+        raise ClassicNetsError(f"{name}: fc_width must be a whole number of units such as 4096; got {fc_width!r}")
+    return fc_width
+
+
 @dataclass(frozen=True)
 class Window:
     """A conv or pool as the spatial size sees it."""

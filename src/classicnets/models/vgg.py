@@ -22,6 +22,7 @@ from classicnets.models.layers import (
     ClassicNet,
     Conv,
     check_options,
+    hidden_units,
     make_layers,
     mlp_head,
     scaled,
@@ -64,7 +65,7 @@ class VGG(ClassicNet):
     paper = PAPER
 
     def __init__(self, name: str, config: str, *, batch_norm: bool, num_classes: int, in_channels: int,
-                 input_size: int, width: float, dropout: float, head: str) -> None:
+                 input_size: int, width: float, dropout: float, head: str, fc_width: int | None = None) -> None:
         super().__init__(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
         table = VGG_TABLE[config]
         if head not in HEADS:
@@ -82,7 +83,7 @@ class VGG(ClassicNet):
         if head == "fc":
             self.avgpool = nn.AdaptiveAvgPool2d((size, size))
             self.flatten = nn.Flatten(1)
-            hidden = scaled(FC_UNITS, width)
+            hidden = hidden_units(name, FC_UNITS, width, fc_width)
             self.classifier = mlp_head(channels * size * size, [hidden, hidden], num_classes, dropout=dropout)
             self.head_hidden_size = hidden
         else:
@@ -127,12 +128,14 @@ def _conv_slots(table: list, convs: list[tuple[int, int | None]]) -> list[ConvSl
 
 
 def _vgg(name: str, *, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
-         width: float = 1.0, dropout: float = 0.5, head: str = "fc", init: str = "kaiming") -> VGG:
-    """The one factory: `name` is vgg11 ... vgg19, optionally with _bn."""
+         width: float = 1.0, dropout: float = 0.5, head: str = "fc", init: str = "kaiming",
+         fc_width: int | None = None) -> VGG:
+    """The one factory: `name` is vgg11 ... vgg19, optionally with _bn. `fc_width`: units of the two hidden
+    FC layers (default 4096 x width; the tutorials' VGG-11 keeps 4096 at width 1/4)."""
     batch_norm = name.endswith("_bn")
     config = VGG_CONFIG[name.removesuffix("_bn")]
     model = VGG(name, config, batch_norm=batch_norm, num_classes=num_classes, in_channels=in_channels,
-                input_size=input_size, width=width, dropout=dropout, head=head)
+                input_size=input_size, width=width, dropout=dropout, head=head, fc_width=fc_width)
     return initialize(model, init)
 
 

@@ -36,6 +36,7 @@ from classicnets.models.init import warm_start
 from classicnets.models.weights import Weights, resolve
 from classicnets.training import checkpoint, memory
 from classicnets.training.config import (
+    RECIPES,
     TrainConfig,
     parse_bytes,
     parse_random_resized_crop,
@@ -262,9 +263,12 @@ def make_model(c: TrainConfig, num_classes: int, in_channels: int, size: int, *,
             f"{c.model} needs inputs of at least {smallest}x{smallest} but {given} too small: "
             f"pass --size {smallest} or larger (the tutorials resize to 224)")
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels, "input_size": size}
-    for key in ("width", "dropout", "head", "init"):
+    for key in ("width", "fc_width", "dropout", "head", "init"):
         if getattr(c, key) is not None:
             kwargs[key] = getattr(c, key)
+    # The d2l recipe's fc_width is VGG's and AlexNet's; with another net it does not apply (unless asked for).
+    if "fc_width" not in model_info(c.model)["options"] and kwargs.get("fc_width") == RECIPES[c.recipe].get("fc_width"):
+        kwargs.pop("fc_width", None)
     check_model_fits(c.model, kwargs)
     torch.manual_seed(c.seed)
     model = create_model(c.model, weights=weights, **kwargs)
