@@ -158,3 +158,23 @@ def test_list_filters_by_pattern_and_by_published_weights(capsys):
     assert main(["list", "resnet*"]) == 2
     err = capsys.readouterr().err
     assert "no net matches resnet*" in err and err.count("\n") == 1
+
+
+def test_list_pretrained_shows_torchvisions_top1_and_whether_the_file_is_cached(capsys, tmp_path, monkeypatch):
+    import torch
+    import torchvision.models as tvm
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / os.path.basename(tvm.GoogLeNet_Weights.IMAGENET1K_V1.url)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"only its presence is shown; nothing is read")
+    assert main(["list", "--pretrained", "--format", "json"]) == 0
+    weights = {info["name"]: info["imagenet_weights"] for info in json.loads(capsys.readouterr().out)}
+    assert weights["vgg16"]["imagenet_top1"] == tvm.VGG16_Weights.IMAGENET1K_V1.meta["_metrics"]["ImageNet-1K"]["acc@1"]
+    assert weights["googlenet_bn"]["cached"] and not weights["vgg16"]["cached"]
+    assert weights["googlenet_bn"]["file"] == str(cached) and weights["alexnet"]["weights"] == "AlexNet_Weights.IMAGENET1K_V1"
+    assert main(["list", "--pretrained", "googlenet_bn", "vgg16"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-5:] == ["ImageNet", "top-1", "In", "hub", "cache"]
+    assert table[1].split()[-2:] == ["71.6%", "no"] and table[2].split()[-2:] == ["69.8%", "yes"]
+    assert torch.hub.get_dir() == str(tmp_path / "hub")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from classicnets.errors import ClassicNetsError
 
@@ -61,22 +62,33 @@ def _short_paper(paper: str) -> str:
 
 def _list(args) -> int:
     from classicnets.models import list_models, model_info
+    from classicnets.models.weights import imagenet_weights_info
 
     names = list_models(args.patterns, pretrained=args.pretrained)
     if not names:
         raise ClassicNetsError(f"no net matches {' '.join(args.patterns)}: 'classicnets list' shows them all")
     infos = [model_info(name) for name in names]
+    if args.pretrained:  # the weights' own facts, read off torchvision's enums (nothing is downloaded)
+        infos = [{**info, "imagenet_weights": imagenet_weights_info(info["name"], info["torchvision"])}
+                 for info in infos]
     if args.format == "json":
         print(json.dumps([{k: v for k, v in info.items() if k != "options"} for info in infos], indent=2))
         return 0
     rows = [(info["name"], f"{info['imagenet_params']:,}", str(info["min_input_size"]), info["family"],
              info["torchvision"] or "-", _short_paper(info["paper"])) for info in infos]
     header = ("Name", "Params (ImageNet)", "Min input", "Family", "torchvision twin", "Paper")
+    if args.pretrained:
+        rows = [(*row, f"{info['imagenet_weights']['imagenet_top1']:.1f}%",
+                 "yes" if info["imagenet_weights"]["cached"] else "no") for row, info in zip(rows, infos)]
+        header = (*header, "ImageNet top-1", "In hub cache")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(c.rjust(w) if i in (1, 2) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
               .rstrip())
     print("Params are for 3x224x224 input and 1000 classes; 'classicnets summary NAME' shows the layers.")
+    if args.pretrained:
+        print("Top-1: torchvision's figure for its weights (224 crop of 256); a net not in the hub cache fetches "
+              f"its file on first use ({Path(infos[0]['imagenet_weights']['file']).parent}).")
     return 0
 
 

@@ -185,6 +185,17 @@ def torchvision_weights(model: str, torchvision_name: str | None, weights: objec
     return TorchvisionWeights(model, torchvision_name, members[key])
 
 
+def imagenet_weights_info(model: str, torchvision_name: str | None) -> dict[str, Any] | None:
+    """What `classicnets list --pretrained` shows of a net's default ImageNet weights, without reading them:
+    their name, torchvision's top-1/top-5, the file and whether torch's hub cache holds it."""
+    if not published(model, torchvision_name):
+        return None
+    found = torchvision_weights(model, torchvision_name, "imagenet")
+    cfg = found.cfg()
+    return {"weights": found.name, "imagenet_top1": cfg["imagenet_top1"], "imagenet_top5": cfg["imagenet_top5"],
+            "file": str(hub_file(found)), "cached": hub_file(found).is_file()}
+
+
 def hub_file(weights: TorchvisionWeights) -> Path:
     """Where torch's hub cache keeps the file (`$TORCH_HOME/hub/checkpoints/NAME`, as torchvision puts it)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / weights.file_name
