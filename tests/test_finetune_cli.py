@@ -26,16 +26,14 @@ from classicnets.training import checkpoint
 from classicnets.training.config import resolve_config
 from classicnets.training.setup import build
 from helpers import error_of
-from test_weights import FILE, GOOGLENET, cache_path, random_googlenet_state, seed_hub
+from test_weights import FILE, GOOGLENET, cache_path, googlenet_hub, seed_hub
 
 GOLDFISH = 1  # ImageNet class 1, synset n01443537; class 0 is tench, n01440764
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    home = tmp_path_factory.mktemp("torch_home")
-    state = random_googlenet_state()
-    return SimpleNamespace(home=home, path=seed_hub(home, state), state=state)
+    return googlenet_hub(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

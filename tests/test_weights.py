@@ -76,11 +76,16 @@ def equal_except(state: dict, reference: dict, prefixes: tuple[str, ...] = ()) -
     return [k for k in state if not k.startswith(prefixes) and not torch.equal(state[k], reference[k])]
 
 
-@pytest.fixture(scope="module")
-def googlenet_file(tmp_path_factory):
+def googlenet_hub(tmp_path_factory) -> SimpleNamespace:
+    """A module's own TORCH_HOME whose hub cache holds a random GoogLeNet file under the enum's name."""
     home = tmp_path_factory.mktemp("torch_home")
     state = random_googlenet_state()
     return SimpleNamespace(home=home, path=seed_hub(home, state), state=state)
+
+
+@pytest.fixture(scope="module")
+def googlenet_file(tmp_path_factory):
+    return googlenet_hub(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

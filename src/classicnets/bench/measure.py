@@ -59,7 +59,7 @@ from classicnets.metrics import evaluate_loader
 from classicnets.models.registry import get_entry
 from classicnets.training import memory
 from classicnets.training.config import TrainConfig, resolve_config
-from classicnets.training.runtime import autocast_precision, pick_device, run_settings, torch_settings
+from classicnets.training.runtime import pick_device, run_settings, torch_settings
 from classicnets.training.setup import RunParts, build
 from classicnets.training.step import RunningTotals, optimizer_steps
 
@@ -164,10 +164,10 @@ def bench(settings: BenchSettings | None = None, *, progress: Callable[[str], No
     others_before = cores_busy()  # before we load anything: what other programs use
     with prepared(s) as run:
         device = run.device
-        precision, note = autocast_precision(s.precision, device)  # what build chose to run
-        if note:
-            say(note)
-            s = dataclasses.replace(s, precision=precision)
+        if run.precision != s.precision:  # build runs what this device runs well (runtime.autocast_precision)
+            say(f"precision {s.precision} runs as {run.precision} here: this CPU has no {s.precision} kernels "
+                "(training.runtime.autocast_precision)")
+            s = dataclasses.replace(s, precision=run.precision)
         base = run.baseline_rss if device.type != "cuda" else 0
         macs = macs_per_image(run.model, (s.channels, s.size, s.size))
         precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])

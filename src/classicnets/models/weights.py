@@ -365,8 +365,18 @@ def _module(key: str) -> str:
     return key.rsplit(".", 1)[0] if "." in key else key
 
 
-def _under(key: str, prefixes: list[str]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
+def in_modules(key: str, modules: list[str]) -> bool:
+    """Whether a parameter or state-dict key ("classifier.6.weight") belongs to one of `modules`."""
+    return any(key == m or key.startswith(m + ".") for m in modules)
+
+
+def per_channel(values, channels: int) -> tuple[float, ...]:
+    """Per-channel statistics (mean or std) for a net of `channels`: a gray net takes the average of RGB
+    values, other counts repeat them in turn."""
+    values = tuple(float(v) for v in values)
+    if len(values) == channels:
+        return values
+    return (sum(values) / len(values),) if channels == 1 else tuple(values[i % len(values)] for i in range(channels))
 
 
 def adapt_input_conv(kernel: torch.Tensor, channels: int) -> torch.Tensor:
@@ -396,11 +406,11 @@ def load_into(model: nn.Module, weights: Weights, *, width: float | None = None)
     heads = model.class_layer_names() if hasattr(model, "class_layer_names") else []
     # A head of another structure (VGG's three FC layers into a GAP net) starts afresh as a whole.
     head_parts = model.head_names() if hasattr(model, "head_names") else heads
-    head_keys = {k for k in expected if _under(k, head_parts) and not k.endswith("num_batches_tracked")}
+    head_keys = {k for k in expected if in_modules(k, head_parts) and not k.endswith("num_batches_tracked")}
     restructured = head_keys != {k for k in state
-                                 if _under(k, head_parts) and not k.endswith("num_batches_tracked")}
+                                 if in_modules(k, head_parts) and not k.endswith("num_batches_tracked")}
     # A head without values (NaN: all of the classifier in torchvision's VGG-16 "features" file) likewise.
-    valueless = any(_under(k, head_parts) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    valueless = any(in_modules(k, head_parts) and v.is_floating_point() and not bool(torch.isfinite(v).all())
                     for k, v in state.items())
     if restructured or valueless:
         heads = head_parts
@@ -413,13 +423,13 @@ def load_into(model: nn.Module, weights: Weights, *, width: float | None = None)
             if key.endswith("num_batches_tracked"):  # absent from torch < 0.4.1 files: starts at 0
                 merged[key] = mine
                 continue
-            if _under(key, heads):
+            if in_modules(key, heads):
                 fresh.add(key)
                 merged[key] = mine
                 continue
             raise ClassicNetsError(f"the weights lack {key!r}, which {name} has: {_other_net(weights, name)}")
         if tuple(theirs.shape) == tuple(mine.shape):
-            if _under(key, heads) and theirs.is_floating_point() and not bool(torch.isfinite(theirs).all()):
+            if in_modules(key, heads) and theirs.is_floating_point() and not bool(torch.isfinite(theirs).all()):
                 fresh.add(key)  # a head without values (NaN): torchvision's VGG-16 "features" weights
                 empty_head = True
                 merged[key] = mine
@@ -431,14 +441,14 @@ def load_into(model: nn.Module, weights: Weights, *, width: float | None = None)
             how = "summed over" if mine.shape[1] == 1 else "repeated from"
             report.notes.append(f"{first_conv}: kernels {how} the weights' {theirs.shape[1]} input channels "
                                 f"for {mine.shape[1]} (timm's rule)")
-        elif _under(key, heads):
+        elif in_modules(key, heads):
             fresh.add(key)
             merged[key] = mine
         else:
             raise ClassicNetsError(_shape_refusal(model, key, tuple(theirs.shape), tuple(mine.shape), weights))
-    skipped = sorted({_module(k).split(".")[0] for k in state if k not in merged and not _under(k, heads)
+    skipped = sorted({_module(k).split(".")[0] for k in state if k not in merged and not in_modules(k, heads)
                       and getattr(model, k.split(".")[0], None) is None} - {""})
-    stray = [k for k in state if k not in merged and not _under(k, heads) and k.split(".")[0] not in skipped]
+    stray = [k for k in state if k not in merged and not in_modules(k, heads) and k.split(".")[0] not in skipped]
     if stray:
         raise ClassicNetsError(f"the weights have {stray[0]!r}, which {name} lacks: {_other_net(weights, name)}")
     model.load_state_dict(merged, strict=True)
@@ -455,17 +465,15 @@ def load_into(model: nn.Module, weights: Weights, *, width: float | None = None)
     if skipped:
         report.notes.append(f"not used: {', '.join(skipped)} (the net was built without them)")
     cfg = dict(weights.cfg)
-    if fresh & {k for k in merged if _under(k, heads)} or not heads:
+    if fresh & {k for k in merged if in_modules(k, heads)} or not heads:
         cfg.pop("categories", None)  # a new head: the weights' class names no longer apply
     cfg.pop("architecture", None)
     channels = int(getattr(model, "in_channels", 3))
     if "input_size" in cfg:  # the channels are the net's (after adapting the first conv)
         cfg["input_size"] = (channels, *cfg["input_size"][1:])
-    for key in ("mean", "std"):  # per channel of the net: a gray net takes the average of the RGB values
-        values = cfg.get(key)
-        if values is not None and len(values) != channels:
-            cfg[key] = ((sum(values) / len(values),) if channels == 1
-                        else tuple(values[i % len(values)] for i in range(channels)))
+    for key in ("mean", "std"):  # per channel of the net
+        if cfg.get(key) is not None:
+            cfg[key] = per_channel(cfg[key], channels)
     cfg["weights"] = cfg.get("weights", weights.source)
     cfg["weights_report"] = report.line()
     if hasattr(model, "weights_cfg"):

@@ -290,13 +290,19 @@ def parse_bytes(text: str) -> int:
     return int(float(number) * base ** " kmgt".index(prefix or " "))
 
 
+def _range(name: str, text: str, cast: type, form: str) -> tuple:
+    """'LO,HI' -> (cast(LO), cast(HI)), or one line saying the form `name` takes."""
+    try:
+        lo, hi = (cast(v) for v in text.split(","))
+    except ValueError:
+        raise ClassicNetsError(f"{name} must be {form}; got {text!r}") from None
+    return lo, hi
+
+
 def parse_scale_jitter(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
-    try:
-        lo, hi = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ClassicNetsError(f"scale_jitter must be 'SMIN,SMAX', e.g. 256,512; got {text!r}") from None
+    lo, hi = _range("scale_jitter", text, int, "'SMIN,SMAX', e.g. 256,512")
     if not 0 < lo <= hi:
         raise ClassicNetsError(f"scale_jitter needs 0 < SMIN <= SMAX; got {text!r}")
     return lo, hi
@@ -306,10 +312,7 @@ def parse_random_resized_crop(text: str | None) -> tuple[float, float] | None:
     """'0.08,1' -> (0.08, 1.0): the range of the crops' area fraction."""
     if text is None:
         return None
-    try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ClassicNetsError(f"random_resized_crop must be 'MIN,MAX' area fractions, e.g. 0.08,1; got {text!r}") from None
+    lo, hi = _range("random_resized_crop", text, float, "'MIN,MAX' area fractions, e.g. 0.08,1")
     if not 0 < lo <= hi <= 1:
         raise ClassicNetsError(f"random_resized_crop needs 0 < MIN <= MAX <= 1; got {text!r}")
     return lo, hi

@@ -33,7 +33,7 @@ from classicnets.data import ArrayDataset, TensorLoader
 from classicnets.errors import ClassicNetsError
 from classicnets.models import create_model, model_info
 from classicnets.models.init import warm_start
-from classicnets.models.weights import Weights, resolve
+from classicnets.models.weights import Weights, in_modules, per_channel, resolve
 from classicnets.training import checkpoint, memory
 from classicnets.training.config import (
     RECIPES,
@@ -76,6 +76,7 @@ class RunParts:
     scaler: torch.amp.GradScaler
     schedule: LRSchedule
     step: TrainStep
+    precision: str  # what runs: --precision, unless this device cannot run it well (runtime.autocast_precision)
     autocast_dtype: torch.dtype | None
     # batches
     train_loader: TensorLoader
@@ -143,9 +144,6 @@ def build(config: TrainConfig, *, resume: dict[str, Any] | None = None, dist: Di
 
     precision, note = autocast_precision(c.precision, device)
     messages += [note] if note else []
-    if precision == "fp16" and device.type == "cpu":  # torch's CPU autocast and GradScaler("cpu") take it
-        messages.append("precision fp16 on a CPU: the GPU's mixed precision with its grad scaler, here to test "
-                        "that path; bf16 or fp32 train faster on a CPU")
     autocast_dtype = PRECISIONS[precision]
     micro, accum = plan_batches(c, dist, resume, probe=lambda: TrainStep(
         model, optimizer, loss_fn, autocast_dtype=autocast_dtype, memory_format=memory_format),
@@ -181,7 +179,7 @@ def build(config: TrainConfig, *, resume: dict[str, Any] | None = None, dist: Di
         config=c, dist=dist, device=device, train_set=sets[0], test_set=sets[1], classes=classes,
         in_channels=channels, size=size, mean=stats[0], std=stats[1], eval_resize=eval_resize, model=model,
         model_kwargs=model_kwargs, train_model=train_model, eval_model=eval_model, optimizer=optimizer,
-        scaler=scaler, schedule=schedule, step=step, autocast_dtype=autocast_dtype, train_loader=train_loader,
+        scaler=scaler, schedule=schedule, step=step, precision=precision, autocast_dtype=autocast_dtype, train_loader=train_loader,
         test_loader=test_loader, micro_batch=micro, accum_steps=accum, steps_per_epoch=steps_per_epoch,
         baseline_rss=baseline_rss, messages=messages)
 
@@ -219,18 +217,12 @@ def input_stats(c: TrainConfig, train_set: ArrayDataset, *, weights: Weights | N
         return list(saved["mean"]), (None if saved.get("std") is None else list(saved["std"]))
     mean, std = train_set.stats()
     if weights is not None and "mean" in weights.cfg and "std" in weights.cfg:
-        mean, std = (_per_channel(weights.cfg[k], channels) for k in ("mean", "std"))
+        mean, std = (per_channel(weights.cfg[k], channels) for k in ("mean", "std"))
     if c.normalize == "none":
-        channels = int(train_set.images.shape[1])
         mean, std = [0.0] * channels, [1.0] * channels
     elif c.normalize == "mean":
         std = None
     return [float(v) for v in mean], (None if std is None else [float(v) for v in std])
-
-
-def _per_channel(values, channels: int) -> list[float]:
-    values = [float(v) for v in values]
-    return [sum(values) / len(values)] * channels if len(values) != channels else values
 
 
 def input_sizes(c: TrainConfig, train_set: ArrayDataset, weights: Weights | None,
@@ -266,9 +258,9 @@ def make_model(c: TrainConfig, num_classes: int, in_channels: int, size: int, *,
     for key in ("width", "fc_width", "dropout", "head", "init"):
         if getattr(c, key) is not None:
             kwargs[key] = getattr(c, key)
-    # The d2l recipe's fc_width is VGG's and AlexNet's; with another net it does not apply (unless asked for).
-    if "fc_width" not in model_info(c.model)["options"] and kwargs.get("fc_width") == RECIPES[c.recipe].get("fc_width"):
-        kwargs.pop("fc_width", None)
+    # A recipe's net option another net lacks (d2l's fc_width for NiN) does not apply; given by hand, it is refused.
+    options, recipe = model_info(c.model)["options"], RECIPES[c.recipe]
+    kwargs = {k: v for k, v in kwargs.items() if k in options or recipe.get(k, object()) != v}
     check_model_fits(c.model, kwargs)
     torch.manual_seed(c.seed)
     model = create_model(c.model, weights=weights, **kwargs)
@@ -312,7 +304,7 @@ def freeze(model: nn.Module, part: str) -> int:
     Returns the number of weights that still train."""
     keep = model.head_names() if part == "features" else model.class_layer_names()
     for name, param in model.named_parameters():
-        param.requires_grad_(any(name.startswith(k + ".") for k in keep))
+        param.requires_grad_(in_modules(name, keep))
     model.train(model.training)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -324,7 +316,7 @@ def param_groups(model: nn.Module, c: TrainConfig) -> list[nn.Parameter] | list[
     if c.head_lr_mult == 1.0:
         return trainable
     heads = model.class_layer_names() if hasattr(model, "class_layer_names") else []
-    in_head = {id(p) for name, p in model.named_parameters() if any(name.startswith(k + ".") for k in heads)}
+    in_head = {id(p) for name, p in model.named_parameters() if in_modules(name, heads)}
     groups = [{"params": [p for p in trainable if id(p) not in in_head], "lr_scale": 1.0},
               {"params": [p for p in trainable if id(p) in in_head], "lr": c.lr * c.head_lr_mult,
                "lr_scale": c.head_lr_mult}]

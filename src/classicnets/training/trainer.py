@@ -459,8 +459,7 @@ class Trainer:
             head = f"resuming {self.run_dir} at epoch {self.progress.epoch + 1}, step {self.progress.step}\n"
         batch = f"batch {c.batch_size}" + (f" ({run.micro_batch} x {run.accum_steps} accumulation)"
                                            if run.accum_steps > 1 else "")
-        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(run.autocast_dtype, "fp32")  # what runs
-        extras = ", ".join(x for x in (precision, "channels_last" if c.channels_last else "",
+        extras = ", ".join(x for x in (run.precision, "channels_last" if c.channels_last else "",
                                        "compiled" if c.compile else "",
                                        "activation checkpointing" if c.activation_checkpointing else "",
                                        "test with flips" if c.test_flip else "") if x)
