@@ -32,6 +32,7 @@ from classicnets.models.registry import get_entry
 from classicnets.models.weights import imagenet_synsets, resolve
 from classicnets.training import checkpoint
 from classicnets.training.config import PROGRESS
+from classicnets.training.threads import adaptive_threads
 
 CROP_MODES = ("center", "flip", "multi")
 PROGRESS_LINES = 10  # lines a test pass prints with progress="lines", the last one when it ends
@@ -197,6 +198,13 @@ class PassProgress:
         return (f"{self.what}: {images_done:,}/{self.images:,} images (batch {batches_done}/{self.batches}), "
                 f"{rate:,.1f} images/s, {when}")
 
+    def note(self, text: str) -> None:
+        """A line on stderr that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -307,6 +315,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     progress: str = "none",
+    adapt_threads: bool = False,
 ) -> ProtocolResult:
     """Test a net on an ArrayDataset (uint8 N x C x H x W) with the VGG paper's protocols (Sec. 3.2, 4.2-4.3).
 
@@ -323,7 +332,8 @@ def evaluate(
     `channels_last` runs the convolutions in NHWC layout, faster on a CPU (measured, VGG-11-BN width 1/4,
     1 thread: 2x for 32x32 centre crops, 1.3x for multi-crop + dense at Q=32,40,48); the net is put back in
     its usual layout afterwards. `progress` shows how far the pass is on stderr: "bar", "lines", "auto" or
-    "none" (see `PassProgress`).
+    "none" (see `PassProgress`). `adapt_threads` lets `training.threads.AdaptiveThreads` lower the CPU
+    threads while another program is busy (`classicnets eval` without --threads); the count is put back.
     """
     loaded = load_inference_model(model_or_ckpt, device)
     model = loaded.model
@@ -364,6 +374,11 @@ def evaluate(
     posteriors = torch.zeros(n, num_classes, dtype=torch.float32)
     views_per_scale: list[int] = []
     shown = PassProgress(progress, n, -(-n // batch_size))
+    threads_before = torch.get_num_threads()
+    governor = adaptive_threads(None, device=dev, say=shown.note) if adapt_threads else None
+    starts = range(0, n, batch_size)
+    if governor is not None:
+        starts = governor.watch(starts, images_of=lambda start: min(batch_size, n - start))
 
     def softmax_of(net, x, spatial_mean: bool) -> torch.Tensor:
         ctx = torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
@@ -376,7 +391,7 @@ def evaluate(
 
     try:
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
+            for start in starts:
                 x = images[start:start + batch_size].to(dev, non_blocking=True)
                 if x.shape[1] != loaded.in_channels:  # gray images for an RGB net: R = G = B, as predict does
                     x = x.expand(-1, loaded.in_channels, -1, -1)
@@ -407,6 +422,7 @@ def evaluate(
                 shown.update(start + x.shape[0], start // batch_size + 1)
     finally:
         shown.close()
+        torch.set_num_threads(threads_before)  # what adapt_threads may have changed
         model.train(was_training)
         if channels_last:
             model.to(memory_format=torch.contiguous_format)

@@ -48,6 +48,7 @@ from classicnets.bench.settings import BenchSettings
 from classicnets.bench.timing import (
     Counted,
     Timing,
+    faster_threads,
     macs_per_image,
     matmul_peak,
     sync,
@@ -181,6 +182,14 @@ def bench(settings: BenchSettings | None = None, *, progress: Callable[[str], No
         memory.reset_peak(device)
         warm_up(ours, s.warmup, device)  # the first step allocates everything a step needs: the peak
         train_peak = memory.peak(device) - base
+        threads_tried = None
+        if s.threads is None and device.type == "cpu" and torch.get_num_threads() > 1:
+            n = torch.get_num_threads()  # another program busy on a core makes n threads wait for each other
+            chosen, threads_tried = faster_threads(ours, device, [n, n - 1])
+            if chosen != n:
+                say(f"threads: {n} ran {threads_tried[n]:,.0f} images/s, {chosen} ran {threads_tried[chosen]:,.0f} "
+                    f"(another program busy on this CPU?): timing both sides with {chosen}; --threads N "
+                    "fixes the count")
         tutorial = None
         if s.baseline:
             say(f"warming up the tutorials' loop ({TUTORIAL_WORKERS} DataLoader workers, PIL Resize + "
@@ -202,7 +211,7 @@ def bench(settings: BenchSettings | None = None, *, progress: Callable[[str], No
         eval_peak = memory.peak(device) - base
         result = BenchResult(
             settings={**dataclasses.asdict(s), "model_kwargs": dict(run.model_kwargs)},
-            machine={**machine_info(device), "cores_busy_before": others_before},
+            machine={**machine_info(device), "cores_busy_before": others_before, "threads_tried": threads_tried},
             params=sum(p.numel() for p in run.model.parameters()),
             macs_per_image=macs,
             train=train,

@@ -100,6 +100,10 @@ def format_report(result) -> str:
         f"timed: train {_timed(d, 'train_steps', 'train')}, eval {_timed(d, 'eval_batches', 'eval')}"
         + (f", tutorials' train {_timed(tut, 'train_steps', 'train')}" if tut else ""),
     ]
+    tried = m.get("threads_tried")
+    if tried:  # JSON keys are strings
+        rates = ", ".join(f"{n} at {rate:,.0f} images/s" for n, rate in tried.items())
+        lines.append(f"threads tried before timing: {rates}; timed with {m['threads']} (--threads N fixes it)")
     others = m.get("cores_busy_before")
     if others is not None and others >= 0.25:
         lines.append(f"note: other programs kept {others:g} of {m['cores']} cores busy when the bench "

@@ -98,6 +98,29 @@ def time_in_turns(ours: Iterator[int], theirs: Iterator[int] | None, s,
     return a.timing(), (b.timing() if b is not None else None), ratios
 
 
+def faster_threads(steps: Iterator[int], device: torch.device, counts: list[int], seconds: float = 1.0,
+                   gain: float = 1.15) -> tuple[int, dict[int, float]]:
+    """Time `steps` for about `seconds` (3 steps at least) at each thread count, first one first; leave torch
+    at the one to use and return it with each count's images/s. A later count must be `gain` times faster
+    than the first to be picked: beside a busy program one thread fewer is 2-4x faster, on a quiet machine
+    slower (`training.threads` explains why)."""
+    rates = {}
+    for n in counts:
+        torch.set_num_threads(n)
+        next(steps)  # the first step at a new count pays for the switch
+        sync(device)
+        start, images, count = time.perf_counter(), 0, 0
+        while count < MIN_TIMED_STEPS or time.perf_counter() - start < seconds:
+            images += next(steps)
+            count += 1
+        sync(device)
+        rates[n] = images / (time.perf_counter() - start)
+    first = counts[0]
+    best = max(counts, key=lambda n: rates[n] / (1.0 if n == first else gain))
+    torch.set_num_threads(best)
+    return best, rates
+
+
 class Counted:
     """Hands out batches until `s.steps` are given, or (steps None) until `s.seconds` passed and 3 were."""
 

@@ -67,6 +67,8 @@ def register(subparsers) -> None:
                    help="NHWC convolutions, 1.3-2x faster on a CPU (default: on)")
     p.add_argument("--limit", type=int, metavar="N", help="test only the first N images")
     p.add_argument("--device", default="auto", metavar="DEVICE", help=device_help)
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (default: all cores, one fewer while another program keeps them busy)")
     p.add_argument("--progress", choices=tuple(PROGRESS), default="auto",
                    help=with_meanings("progress of the test pass on stderr",
                                       {mode: EVAL_PROGRESS[mode] for mode in PROGRESS}) + " (default: %(default)s)")
@@ -177,9 +179,10 @@ def _eval(args) -> int:
     from classicnets import data
     from classicnets.evaluation import evaluate
     from classicnets.training import checkpoint, paths
+    from classicnets.training.runtime import default_threads, torch_settings
 
     # Everything the user can get wrong is refused before the checkpoint and the data are loaded.
-    _at_least_one(batch_size=args.batch_size, grid=args.grid, limit=args.limit)
+    _at_least_one(batch_size=args.batch_size, grid=args.grid, limit=args.limit, threads=args.threads)
     if args.weights is not None and not args.data:
         raise ClassicNetsError("--weights gives a net without its test data: pass --data NAME or folder:PATH "
                                "(for imagenet, an ImageNet-style val folder of synset folders n01440764 ...)")
@@ -202,9 +205,11 @@ def _eval(args) -> int:
 
     crops = args.crops or ("none" if args.dense else "flip" if loaded.test_flip else "center")
     autocast = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
-    result = evaluate(loaded, dataset, scales=args.scales, crops=crops, dense=args.dense, flip=args.flip,
-                      grid=args.grid, batch_size=args.batch_size, autocast_dtype=autocast,
-                      channels_last=args.channels_last, progress=args.progress)
+    with torch_settings(threads=args.threads or default_threads()):
+        result = evaluate(loaded, dataset, scales=args.scales, crops=crops, dense=args.dense, flip=args.flip,
+                          grid=args.grid, batch_size=args.batch_size, autocast_dtype=autocast,
+                          channels_last=args.channels_last, progress=args.progress,
+                          adapt_threads=args.threads is None)
     report = {"format": EVAL_REPORT, "checkpoint": str(args.checkpoint or args.weights), "model": loaded.name,
               "data": name,
               "split": split,

@@ -136,7 +136,8 @@ class TrainConfig:
     activation_checkpointing: bool = _speed(False, "recompute activations in backward: less memory, slower")
     keep_memory: bool = _speed(True, "CPU: keep freed memory for the next step, not return it to the OS "
                                      "(no page faults on large activations)")
-    threads: int | None = _speed(None, "CPU threads (default: all cores, split between local processes)")
+    threads: int | None = _speed(None, "CPU threads, obeyed exactly (default: all cores, split between local "
+                                       "processes; one fewer while another program keeps them busy)")
     device: str = _speed("auto", "auto, cpu, cuda or cuda:N")
 
     # reproducibility

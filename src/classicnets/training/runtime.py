@@ -2,7 +2,8 @@
 
 `torch_settings` is the one place that sets torch's threads, deterministic kernels and cuDNN autotuning
 (and, on a CPU, whether freed memory is kept), and puts back what was there before: the trainer, bench,
-the benchmarks and the paper experiment all run inside it, so a notebook keeps its own settings.
+the benchmarks and the paper experiment all run inside it, so a notebook keeps its own settings. Inside
+it, `threads.AdaptiveThreads` may lower the count while another program is busy (no --threads given).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from classicnets.training.runtime import pick_device, run_settings, torch_settin
 from classicnets.training.setup import RunParts, build
 from classicnets.training.sinks import make_sinks
 from classicnets.training.step import RunningTotals, optimizer_steps
+from classicnets.training.threads import adaptive_threads, watched
 
 # Test hook: "N" sends this process SIGKILL right after optimizer step N (and any checkpoint at that
 # step), "N:INT" sends SIGINT (Ctrl-C) instead.
@@ -129,6 +130,7 @@ class Trainer:
         self.sinks: list = []
         self.stop_signal = 0  # set by SIGINT/SIGTERM: stop at the next step boundary
         self.last_eval: EvalResult | None = None
+        self.threads = None  # an AdaptiveThreads when --threads was not given (training.threads)
 
     # --- the whole run, top to bottom -----------------------------------------------------------
 
@@ -151,6 +153,9 @@ class Trainer:
                 rundir.check_free_space(self.run_dir, rundir.estimated_checkpoint_bytes(run.model, run.optimizer))
             # A GPU syncs on every .item(): check the loss every 20 steps there, every step on a CPU.
             self.check_every = 20 if run.device.type == "cuda" else 1
+            self.threads = adaptive_threads(self.c.threads, deterministic=self.c.deterministic,
+                                            distributed=dist.active, device=run.device,
+                                            say=lambda text: self._emit("message", text))
             self.progress, self.history, self.loader_state = self._starting_point(run)
             self._open_output()
             old_handlers = self._install_signal_handlers()
@@ -263,7 +268,8 @@ class Trainer:
         totals = RunningTotals(run.device, p.loss_sum, p.correct, p.count)
         nonfinite = torch.zeros((), dtype=torch.bool, device=run.device)
         run.train_model.train()
-        batches = itertools.islice(run.train_loader, (run.steps_per_epoch - done) * run.accum_steps)
+        batches = watched(itertools.islice(run.train_loader, (run.steps_per_epoch - done) * run.accum_steps),
+                          self.threads)  # None when --threads is given: the count is obeyed
         train_clock = time.monotonic()
         for step_loss in optimizer_steps(run.step, batches, totals):
             p.step += 1
@@ -348,7 +354,8 @@ class Trainer:
     def _evaluate(self) -> EvalResult:
         """Test accuracy, loss and confusion; under DDP each rank tests a shard and the sums are combined."""
         run = self.run
-        self.last_eval = evaluate_loader(run.eval_model, run.test_loader, run.num_classes,
+        test_batches = watched(run.test_loader, self.threads)
+        self.last_eval = evaluate_loader(run.eval_model, test_batches, run.num_classes,
                                          autocast_dtype=run.autocast_dtype,
                                          reduce=run.dist.sum_ if run.dist.active else None,
                                          flip=self.c.test_flip)
@@ -500,6 +507,8 @@ class Trainer:
         self._emit("end", {"banner": banner, "record": summary})
         if c.max_memory:
             self._emit("message", self._memory_line(summary["peak_memory"]))
+        if self.threads is not None and self.threads.summary():
+            self._emit("message", self.threads.summary())
         if c.plots and run.dist.is_main and self.history and stopped != "interrupted":
             written = plot_run(self.run_dir)
             self._emit("message", "plots: " + ", ".join(str(w) for w in written))

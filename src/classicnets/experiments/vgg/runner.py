@@ -362,7 +362,8 @@ def _evaluate(checkpoint_path: Path, row: GridRow, geometry: Geometry, test_set,
                              "description": " and ".join(p.combine) + ": soft-max posteriors averaged"}
             continue
         scales = geometry.multi_q(row.scale) if p.multi_scale else (geometry.single_q(row.scale),)
-        r = evaluate(net, test_set, scales=scales, crops=p.crops, dense=p.dense, grid=s.grid, batch_size=256)
+        r = evaluate(net, test_set, scales=scales, crops=p.crops, dense=p.dense, grid=s.grid, batch_size=256,
+                     adapt_threads=not s.train_options.get("threads"))  # --threads all: follow busy programs
         done[name] = r
         results[name] = {"top1_error": r.top1_error, "top5_error": r.top5_error, "views": r.views,
                          "scales": list(r.scales), "description": r.protocol}
