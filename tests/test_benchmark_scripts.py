@@ -31,3 +31,39 @@ def test_threads_under_load_refuses_an_unknown_setting():
     proc = subprocess.run([sys.executable, "benchmarks/threads_under_load.py", "--settings", "three"],
                           cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "unknown setting 'three'" in proc.stderr
+
+
+def _time_to_accuracy():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import time_to_accuracy
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return time_to_accuracy
+
+
+def test_the_former_recipe_of_time_to_accuracy_does_not_take_settings_from_the_current_fast_recipe(monkeypatch):
+    """The reference of issue 15's side-by-side must stay the recipe as it was, whatever `fast` becomes."""
+    time_to_accuracy = _time_to_accuracy()
+    from classicnets.training.config import RECIPES, resolve_config
+
+    before = resolve_config(**time_to_accuracy.JOBS["former"]["settings"])
+    monkeypatch.setitem(RECIPES, "fast", {**RECIPES["fast"], "head": "gap", "fc_width": 64, "crop_padding": 4,
+                                          "random_resized_crop": "0.5,1"})
+    after = resolve_config(**time_to_accuracy.JOBS["former"]["settings"])
+    assert after == before
+    assert (before.head, before.dropout, before.epochs, before.lr, before.crop_padding) == (None, 0.5, 10, 0.2, 0)
+
+
+def test_time_to_accuracy_set_applies_to_every_job_or_to_the_one_named():
+    per_job = _time_to_accuracy().parse_set(["threads=1", "main.epochs=6", "former.head=gap"], ["main", "former"])
+    assert per_job == {"main": {"threads": 1, "epochs": 6}, "former": {"threads": 1, "head": "gap"}}
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("main.epochs=x", "epochs must be an integer"), ("d2l32.epochs=3", "'d2l32' is not one of the jobs run"),
+    ("epochs", "wants KEY=VALUE"), ("bogus=3", "unknown config key 'bogus'")])
+def test_time_to_accuracy_refuses_a_bad_set_in_one_line_with_exit_2(setting, says):
+    proc = subprocess.run([sys.executable, "benchmarks/time_to_accuracy.py", "--jobs", "main,former", "--set", setting],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
