@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in JOBS]
     if unknown:
         parser.error(f"unknown job {unknown[0]!r}; choose from {', '.join(JOBS)}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     try:
         per_job = parse_set(args.set, names)
     except (ValueError, ClassicNetsError) as e:

@@ -64,6 +64,14 @@ def test_time_to_accuracy_set_applies_to_every_job_or_to_the_one_named():
     ("main.epochs=x", "epochs must be an integer"), ("d2l32.epochs=3", "'d2l32' is not one of the jobs run"),
     ("epochs", "wants KEY=VALUE"), ("bogus=3", "unknown config key 'bogus'")])
 def test_time_to_accuracy_refuses_a_bad_set_in_one_line_with_exit_2(setting, says):
-    proc = subprocess.run([sys.executable, "benchmarks/time_to_accuracy.py", "--jobs", "main,former", "--set", setting],
+    _refused(["--set", setting], says)
+
+
+def test_time_to_accuracy_refuses_zero_rounds():
+    _refused(["--rounds", "0"], "--rounds must be at least 1")
+
+
+def _refused(args: list[str], says: str) -> None:
+    proc = subprocess.run([sys.executable, "benchmarks/time_to_accuracy.py", "--jobs", "main,former", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
