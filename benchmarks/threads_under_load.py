@@ -69,6 +69,9 @@ def main() -> None:
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         parser.error(f"unknown setting {unknown[0]!r}; choose from {', '.join(SETTINGS)}")
+    for flag in ("busy", "rounds", "images"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.smoke:
         args.rounds, args.images = 1, 1024
         extra += ["--batch-size", "128"]

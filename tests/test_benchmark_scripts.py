@@ -33,6 +33,14 @@ def test_threads_under_load_refuses_an_unknown_setting():
     assert proc.returncode == 2 and "unknown setting 'three'" in proc.stderr
 
 
+@pytest.mark.parametrize("flag", ["--busy", "--rounds", "--images"])
+def test_threads_under_load_refuses_a_count_below_one(flag):
+    proc = subprocess.run([sys.executable, "benchmarks/threads_under_load.py", flag, "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2 and f"{flag} must be at least 1, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def _time_to_accuracy():
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from classicnets.inspect import summary
+from classicnets.training.threads import SWITCH_GAIN
 
 MIN_TIMED_STEPS = 3
 TURNS = 5  # a time-based measurement alternates the two sides about this many times
@@ -99,7 +100,7 @@ def time_in_turns(ours: Iterator[int], theirs: Iterator[int] | None, s,
 
 
 def faster_threads(steps: Iterator[int], device: torch.device, counts: list[int], seconds: float = 1.0,
-                   gain: float = 1.15) -> tuple[int, dict[int, float]]:
+                   gain: float = SWITCH_GAIN) -> tuple[int, dict[int, float]]:
     """Time `steps` for about `seconds` (3 steps at least) at each thread count, first one first; leave torch
     at the one to use and return it with each count's images/s. A later count must be `gain` times faster
     than the first to be picked: beside a busy program one thread fewer is 2-4x faster, on a quiet machine

@@ -28,6 +28,10 @@ from typing import Any
 
 import torch
 
+# How much faster another thread count must run to be chosen: below this, a difference is noise, and
+# switching back and forth costs more than it wins. bench's pick before timing uses the same bar.
+SWITCH_GAIN = 1.15
+
 
 def images_in(batch: Any) -> int:
     """Images in an (x, y) batch or a tensor of images: the first dimension."""
@@ -43,7 +47,7 @@ class AdaptiveThreads:
                  cpu_clock: Callable[[], float] = time.process_time,
                  set_threads: Callable[[int], None] = torch.set_num_threads,
                  window_seconds: float = 1.0, min_window_steps: int = 3, slowdown: float = 0.6,
-                 starved: float = 0.8, gain: float = 1.15, recheck_seconds: float = 20.0, max_recheck_seconds: float = 160.0):
+                 starved: float = 0.8, gain: float = SWITCH_GAIN, recheck_seconds: float = 20.0, max_recheck_seconds: float = 160.0):
         if default < 1:
             raise ValueError(f"default threads must be at least 1; got {default}")
         self.default = self.current = default

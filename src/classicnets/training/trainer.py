@@ -507,8 +507,9 @@ class Trainer:
         self._emit("end", {"banner": banner, "record": summary})
         if c.max_memory:
             self._emit("message", self._memory_line(summary["peak_memory"]))
-        if self.threads is not None and self.threads.summary():
-            self._emit("message", self.threads.summary())
+        threads_line = self.threads.summary() if self.threads is not None else None
+        if threads_line:
+            self._emit("message", threads_line)
         if c.plots and run.dist.is_main and self.history and stopped != "interrupted":
             written = plot_run(self.run_dir)
             self._emit("message", "plots: " + ", ".join(str(w) for w in written))
