@@ -178,3 +178,21 @@ def test_list_pretrained_shows_torchvisions_top1_and_whether_the_file_is_cached(
     assert table[0].split()[-5:] == ["ImageNet", "top-1", "In", "hub", "cache"]
     assert table[1].split()[-2:] == ["71.6%", "no"] and table[2].split()[-2:] == ["69.8%", "yes"]
     assert torch.hub.get_dir() == str(tmp_path / "hub")
+
+
+def test_a_reader_that_goes_away_is_no_traceback():
+    """`classicnets summary vgg16 | head -1`: the pipe closes before the table is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "classicnets", "summary", "vgg16"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child (still importing torch) writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+
+
+def test_summary_ceil_mode_shows_vgg_on_28x28(capsys):
+    code, out, _ = run(capsys, "summary", "vgg11_bn", "--input", "1x28x28", "--width", "0.25", "--ceil-mode")
+    assert code == 0 and "16×14×14" in out.replace("x", "×") and "128×1×1" in out.replace("x", "×")
+    code, _, err = run(capsys, "summary", "vgg11_bn", "--input", "1x28x28")
+    assert_one_line_error(code, err, "vgg11_bn needs inputs of at least 32x32", "--ceil-mode")
+    code, _, err = run(capsys, "summary", "nin", "--ceil-mode")
+    assert_one_line_error(code, err, "nin has no option 'ceil_mode'")

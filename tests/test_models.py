@@ -20,6 +20,7 @@ from classicnets.models import (
     lenet,
     list_models,
     load_weights,
+    min_input_size,
     model_info,
     nin,
     vgg11,
@@ -467,3 +468,28 @@ def test_fc_width_builds_the_tutorials_vgg11_exactly():
     assert "fc_width must be a whole number" in str(pytest.raises(
         ClassicNetsError, create_model, "vgg11", fc_width=0.5).value)
     assert "has no option 'fc_width'" in str(pytest.raises(ClassicNetsError, create_model, "nin", fc_width=8).value)
+
+
+def test_ceil_mode_takes_28x28_through_vggs_five_pools_and_changes_nothing_at_even_sizes():
+    floor = create_model("vgg11_bn", num_classes=10, in_channels=1, input_size=32, width=0.25, head="gap").eval()
+    ceil = create_model("vgg11_bn", num_classes=10, in_channels=1, input_size=28, width=0.25, head="gap",
+                        ceil_mode=True).eval()
+    ceil.load_state_dict(floor.state_dict())  # pooling has no weights: torchvision's files load as before
+    assert ceil.min_input_size == 1 and floor.min_input_size == 32
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))
+             for m in ceil.features if isinstance(m, nn.MaxPool2d)]
+    with torch.no_grad():
+        assert ceil(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+        assert sizes == [14, 7, 4, 2, 1]  # the odd 7x7 map keeps its last row and column
+        for h in hooks:
+            h.remove()
+        x = torch.rand(2, 1, 32, 32)  # every map even: rounding up changes nothing
+        assert torch.equal(ceil(x), floor(x))
+    # the FC head is sized from the final map at input_size, as with floor pools
+    fc = create_model("vgg11", num_classes=10, in_channels=1, input_size=28, width=0.25, ceil_mode=True)
+    assert fc.classifier[0].in_features == 128 and fc(torch.rand(1, 1, 28, 28)).shape == (1, 10)
+    assert "ceil_mode must be True or False" in str(pytest.raises(
+        ClassicNetsError, create_model, "vgg11", ceil_mode="yes").value)
+    assert "has no option 'ceil_mode'" in str(pytest.raises(ClassicNetsError, create_model, "nin", ceil_mode=True).value)
+    assert min_input_size("vgg16", ceil_mode=True) == 1 and min_input_size("vgg16") == 32

@@ -124,6 +124,35 @@ def test_cli_prints_the_tutorials_epoch_line(tmp_path, capsys):
                      r"\d+\.\d examples/sec, lr 0\.02$", out, re.MULTILINE), out
 
 
+def test_a_closed_pipe_on_stdout_does_not_stop_training(tmp_path):
+    """`classicnets train | head -2`: once head exits, the epoch lines go nowhere, the run still finishes."""
+    import subprocess
+    import sys
+
+    settings = {**TINY, "epochs": 1, "limit_train": 128, "progress": "lines"}
+    proc = subprocess.Popen([sys.executable, "-m", "classicnets", "train", *cli_args(settings),
+                             "--run-dir", str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0 and "Traceback" not in err, err
+    assert checkpoint.load(tmp_path / "r" / "last.pt")["epoch"] == 1
+
+
+def test_ceil_mode_trains_vgg_on_fashion_mnists_own_28x28_and_is_offered_when_28_is_refused(tmp_path, capsys):
+    settings = {**TINY, "epochs": 1, "limit_train": 128, "size": 28}
+    code = main(["train", *cli_args(settings), "--run-dir", str(tmp_path / "floor")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "floor" / "last.pt").exists(), err
+    assert "vgg11_bn needs inputs of at least 32x32 but --size 28 is too small: pass --size 32" in err
+    assert "--ceil-mode" in err
+    result = classicnets.train(**settings, ceil_mode=True, run_dir=str(tmp_path / "ceil"))
+    saved = checkpoint.load(result.run_dir / "last.pt")
+    assert saved["model_kwargs"]["ceil_mode"] is True and saved["data"]["input_size"] == 28
+    model = checkpoint.build_model(saved)  # the checkpoint rebuilds the net with its rounding-up pools
+    assert [m.ceil_mode for m in model.features if isinstance(m, torch.nn.MaxPool2d)] == [True] * 5
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from classicnets.training import setup

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from classicnets.errors import ClassicNetsError
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    stdout = sys.stdout
+    if hasattr(stdout, "fileno"):
+        sys.stdout = _OutlivesItsReader(stdout)
     try:
         result = args.func(args)
     except ClassicNetsError as e:
@@ -63,4 +67,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("classicnets: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout.flush()  # while a gone reader is still caught, not at exit
+        sys.stdout = stdout
     return int(result or 0)
+
+
+class _OutlivesItsReader:
+    """stdout that, once the program reading it has gone (`classicnets train | head -3`), sends the rest
+    to /dev/null instead of raising BrokenPipeError: a closed pager must not stop a training run or end
+    a command in a traceback."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def _to_devnull(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # the stream's buffer now flushes into /dev/null
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)

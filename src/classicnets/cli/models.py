@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--width", type=float, metavar="X", help="channel multiplier, e.g. 0.25 (default 1.0)")
     p.add_argument("--fc-width", type=int, metavar="N",
                    help="units of VGG's/AlexNet's hidden FC layers (default 4096 x width; the tutorials: 4096)")
+    p.add_argument("--ceil-mode", action="store_true",
+                   help="VGG: max-pools round sizes up, so 1x28x28 passes all five (28-14-7-4-2-1)")
     p.add_argument("--classes", type=int, metavar="N", help="number of classes (default: the net's, mostly 1000)")
     p.add_argument("--depth", type=int, metavar="N",
                    help="collapse modules below this nesting level: 1 shows the model's direct children "
@@ -97,7 +99,7 @@ def _summary(args) -> int:
 
     from classicnets.errors import ClassicNetsError
     from classicnets.inspect import parse_input_size, summary
-    from classicnets.models import create_model, model_info
+    from classicnets.models import create_model, min_input_size, model_info
 
     info = model_info(args.model)  # an unknown name fails here, with close names suggested
     name, options = info["name"], info["options"]
@@ -106,14 +108,17 @@ def _summary(args) -> int:
         channels, height, width = options.get("in_channels", 3), size, size
     else:
         channels, height, width = parse_input_size(args.input)
-    smallest = info["min_input_size"]
+    pools = {"ceil_mode": True} if args.ceil_mode else {}  # refused by name for a net without the option
+    smallest = min_input_size(name, **pools)
     if min(height, width) < smallest:
+        fix = " or --ceil-mode" if "ceil_mode" in options else ""
         raise ClassicNetsError(f"{name} needs inputs of at least {smallest}x{smallest}; got --input "
-                               f"{channels}x{height}x{width}: pass --input {channels}x{smallest}x{smallest} or larger")
+                               f"{channels}x{height}x{width}: pass --input {channels}x{smallest}x{smallest} or "
+                               f"larger{fix}")
     if args.depth is not None and args.depth < 1:
         raise ClassicNetsError(f"--depth must be 1 or more (1 = the model's direct children); got {args.depth}")
 
-    kwargs = {"in_channels": channels, "input_size": min(height, width)}
+    kwargs = {"in_channels": channels, "input_size": min(height, width), **pools}
     if args.width is not None:
         kwargs["width"] = args.width
     if args.fc_width is not None:

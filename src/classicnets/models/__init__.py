@@ -22,7 +22,7 @@ from classicnets.models.googlenet import googlenet, googlenet_bn
 from classicnets.models.layers import AuxOutputs, ClassicNet, FeatureInfo
 from classicnets.models.lenet import lenet
 from classicnets.models.nin import nin
-from classicnets.models.registry import create_model, list_models, model_info
+from classicnets.models.registry import create_model, list_models, min_input_size, model_info
 from classicnets.models.vgg import (
     vgg11,
     vgg11_bn,
@@ -65,6 +65,7 @@ __all__ = [
     "list_models",
     "load_into",
     "load_weights",
+    "min_input_size",
     "model_info",
     "nin",
     "read_weights",

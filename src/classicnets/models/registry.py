@@ -133,6 +133,13 @@ def create_model(name: str, pretrained: bool = False, *, weights: object = None,
     return FeatureMaps(model, out_indices) if features_only else model
 
 
+def min_input_size(name: str, **options) -> int:
+    """The smallest input the net takes when built with these options (VGG's ceil_mode lowers it), found
+    by building it on the meta device at its default input size."""
+    with torch.device("meta"):
+        return create_model(name, **options).min_input_size
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -65,7 +65,8 @@ class VGG(ClassicNet):
     paper = PAPER
 
     def __init__(self, name: str, config: str, *, batch_norm: bool, num_classes: int, in_channels: int,
-                 input_size: int, width: float, dropout: float, head: str, fc_width: int | None = None) -> None:
+                 input_size: int, width: float, dropout: float, head: str, fc_width: int | None = None,
+                 ceil_mode: bool = False) -> None:
         super().__init__(name, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
         table = VGG_TABLE[config]
         if head not in HEADS:
@@ -74,8 +75,11 @@ class VGG(ClassicNet):
         conv_channels = [t.channels if isinstance(t, Conv) else t for t in table if t not in (M, LRN)]
         check_options(name, num_classes=num_classes, in_channels=in_channels, width=width, dropout=dropout,
                       channels=conv_channels)
+        if not isinstance(ceil_mode, bool):
+            raise ClassicNetsError(f"{name}: ceil_mode must be True or False; got {ceil_mode!r}")
         self.config, self.head = config, head
-        self.features, convs = make_layers(table, in_channels, width, batch_norm=batch_norm)
+        self.features, convs = make_layers(table, in_channels, width, batch_norm=batch_norm,
+                                           pool=lambda: nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode))
         size = self.set_input_limits(windows_of([self.features]))
         self.conv_slots = _conv_slots(table, convs)
         channels = scaled(conv_channels[-1], width)
@@ -129,13 +133,16 @@ def _conv_slots(table: list, convs: list[tuple[int, int | None]]) -> list[ConvSl
 
 def _vgg(name: str, *, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
          width: float = 1.0, dropout: float = 0.5, head: str = "fc", init: str = "kaiming",
-         fc_width: int | None = None) -> VGG:
+         fc_width: int | None = None, ceil_mode: bool = False) -> VGG:
     """The one factory: `name` is vgg11 ... vgg19, optionally with _bn. `fc_width`: units of the two hidden
-    FC layers (default 4096 x width; the tutorials' VGG-11 keeps 4096 at width 1/4)."""
+    FC layers (default 4096 x width; the tutorials' VGG-11 keeps 4096 at width 1/4). `ceil_mode`: the
+    max-pools round sizes up (Caffe's rule, in which the paper's nets were trained), so an odd map keeps
+    its last row: 28x28 passes the five pools as 28-14-7-4-2-1 instead of being refused below 32x32."""
     batch_norm = name.endswith("_bn")
     config = VGG_CONFIG[name.removesuffix("_bn")]
     model = VGG(name, config, batch_norm=batch_norm, num_classes=num_classes, in_channels=in_channels,
-                input_size=input_size, width=width, dropout=dropout, head=head, fc_width=fc_width)
+                input_size=input_size, width=width, dropout=dropout, head=head, fc_width=fc_width,
+                ceil_mode=ceil_mode)
     return initialize(model, init)
 
 

@@ -77,6 +77,8 @@ class TrainConfig:
     fc_width: int | None = _model(None, "units of VGG's and AlexNet's hidden FC layers (default: 4096 x --width; "
                                         "the tutorials keep 4096 at width 0.25)")
     head: str | None = _model(None, "classifier head of the VGG nets (default: the model's)", HEADS)
+    ceil_mode: bool | None = _model(None, "VGG: max-pools round sizes up (Caffe's rule), so 28x28 passes all five "
+                                          "(28-14-7-4-2-1) without a resize to 32 (default: off, as torchvision)")
     init: str | None = _model(None, "weight initialisation (default: the model's)", INIT_SCHEMES)
     warm_start: str | None = _model(None, "checkpoint whose matching layers initialise the net (VGG paper)")
     weights: str | None = _model(None, "start from trained weights: imagenet (torchvision's, through torch's hub "

@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint_sequential
 from classicnets import data
 from classicnets.data import ArrayDataset, TensorLoader
 from classicnets.errors import ClassicNetsError
-from classicnets.models import create_model, model_info
+from classicnets.models import create_model, min_input_size, model_info
 from classicnets.models.init import warm_start
 from classicnets.models.weights import Weights, in_modules, per_channel, resolve
 from classicnets.training import checkpoint, memory
@@ -248,19 +248,20 @@ def make_model(c: TrainConfig, num_classes: int, in_channels: int, size: int, *,
     """The net and the keywords that rebuild it, seeded so every rank and rerun starts from the same
     weights; started from trained `weights` (which layers came from them goes to `messages`) or
     warm-started from --warm-start (VGG paper) when `warm`; the --freeze part frozen."""
-    smallest = model_info(c.model)["min_input_size"]
-    if size < smallest:
-        given = f"--size {size} is" if c.size else f"{c.data} images are {size}x{size},"
-        raise ClassicNetsError(
-            f"{c.model} needs inputs of at least {smallest}x{smallest} but {given} too small: "
-            f"pass --size {smallest} or larger (the tutorials resize to 224)")
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_channels": in_channels, "input_size": size}
-    for key in ("width", "fc_width", "dropout", "head", "init"):
+    for key in ("width", "fc_width", "dropout", "head", "init", "ceil_mode"):
         if getattr(c, key) is not None:
             kwargs[key] = getattr(c, key)
     # A recipe's net option another net lacks (d2l's fc_width for NiN) does not apply; given by hand, it is refused.
     options, recipe = model_info(c.model)["options"], RECIPES[c.recipe]
     kwargs = {k: v for k, v in kwargs.items() if k in options or recipe.get(k, object()) != v}
+    smallest = min_input_size(c.model, **{k: v for k, v in kwargs.items() if k != "input_size"})
+    if size < smallest:
+        given = f"--size {size} is" if c.size else f"{c.data} images are {size}x{size},"
+        fix = ", or --ceil-mode (its max-pools then round sizes up)" if "ceil_mode" in options else ""
+        raise ClassicNetsError(
+            f"{c.model} needs inputs of at least {smallest}x{smallest} but {given} too small: "
+            f"pass --size {smallest} or larger (the tutorials resize to 224){fix}")
     check_model_fits(c.model, kwargs)
     torch.manual_seed(c.seed)
     model = create_model(c.model, weights=weights, **kwargs)
