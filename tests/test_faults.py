@@ -150,6 +150,21 @@ def test_a_live_runs_lock_refuses_a_second_run_and_is_left_alone(tmp_path):
         sleeper.wait()
 
 
+def test_a_start_that_fails_before_writing_leaves_no_empty_run_dir_and_keeps_a_users_own(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = {**TINY, "size": 8}  # too small for VGG-11: refused in setup, after the dir was locked
+    with pytest.raises(ClassicNetsError, match="needs inputs of at least 32x32"):
+        classicnets.train(**bad)  # an automatic name under runs/
+    with pytest.raises(ClassicNetsError, match="needs inputs of at least 32x32"):
+        classicnets.train(**bad, run_dir=str(tmp_path / "new" / "run"))
+    assert list((tmp_path / "runs").iterdir()) == [] and list((tmp_path / "new").iterdir()) == []
+    mine = tmp_path / "mine"
+    mine.mkdir()  # a folder the user made stays, empty or not
+    with pytest.raises(ClassicNetsError, match="needs inputs of at least 32x32"):
+        classicnets.train(**bad, run_dir=str(mine))
+    assert mine.is_dir() and list(mine.iterdir()) == []
+
+
 def test_the_lock_of_a_process_that_died_is_taken_over_with_a_note(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -34,15 +34,19 @@ class RunDirTaken(ClassicNetsError):
 
 class RunDirLock:
     """`acquire()` before a run touches its dir, `release()` after: one run per dir. `note` says when the
-    lock of a process that died was taken over."""
+    lock of a process that died was taken over. A dir that `acquire` made and the run left empty (it
+    stopped at a bad option before writing anything) goes again with the lock, so failed starts do not
+    fill runs/ with empty folders."""
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self.note: str | None = None
         self.held = False
+        self.made_dir = False
 
     def acquire(self) -> None:
+        self.made_dir = not self.run_dir.exists()
         checkpoint.make_folder(self.run_dir)
         for _ in range(3):  # create, or take over a dead owner's lock and create again
             try:
@@ -92,6 +96,12 @@ class RunDirLock:
             if owner is not None and owner[0] == os.getpid():
                 self.path.unlink(missing_ok=True)
             self.held = False
+        if self.made_dir:
+            self.made_dir = False
+            try:
+                self.run_dir.rmdir()  # only when empty: a run's files keep it
+            except OSError:
+                pass
 
 
 def read_owner(path: Path) -> tuple[int, str, str] | None:
