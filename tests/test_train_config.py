@@ -1,5 +1,6 @@
 """TrainConfig, recipes, TOML files, CLI flags and learning-rate schedules (no training here)."""
 
+import itertools
 import math
 
 import pytest
@@ -173,6 +174,26 @@ def test_onecycle_rises_to_the_peak_then_anneals_to_almost_zero():
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.95, abs=1e-3)  # back up at the end
 
 
+def test_onecycle_tail_anneals_to_its_lr_then_falls_linearly_to_zero():
+    schedule, opt = _schedule(schedule="onecycle", onecycle_pct=0.25, onecycle_tail_pct=0.4, onecycle_tail_lr=0.02)
+    lrs = _lrs(schedule, opt, 100)
+    assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 25  # the rise is unchanged
+    assert lrs[60] == pytest.approx(0.02)  # the knee: the cosine has come down to the tail's lr
+    assert lrs[40] == pytest.approx(0.02 + 0.98 * (1 + math.cos(math.pi * 15 / 35)) / 2)
+    assert lrs[80] == pytest.approx(0.01) and lrs[99] == pytest.approx(0.02 / 40)  # a straight line to zero
+    assert all(a >= b for a, b in itertools.pairwise(lrs[25:]))
+    plain, opt2 = _schedule(schedule="onecycle", onecycle_pct=0.25)
+    assert _lrs(plain, opt2, 100)[:26] == lrs[:26]
+
+
+def test_onecycle_tail_of_a_tiny_run_stays_finite_and_ends_at_zero():
+    schedule, opt = _schedule(steps_per_epoch=1, epochs=3, schedule="onecycle", onecycle_pct=0.5,
+                              onecycle_tail_pct=0.4)
+    lrs = _lrs(schedule, opt, 3)
+    assert all(math.isfinite(x) and x >= 0 for x in lrs)
+    assert opt.param_groups[0]["lr"] == 0.0  # after the last step
+
+
 def test_cosine_with_warmup_starts_small_and_ends_at_zero():
     schedule, opt = _schedule(schedule="cosine", warmup_epochs=1)
     lrs = _lrs(schedule, opt, 100)
@@ -205,6 +226,9 @@ def test_plateau_divides_by_ten_at_most_max_lr_drops_times():
     ("grad_clip", 0.0, "grad_clip must be more than 0; got 0.0"),
     ("lr_step_epochs", 0, "lr_step_epochs must be at least 1; got 0"),
     ("lr_decay", 0.0, r"lr_decay must be in \(0, 1\]; got 0.0"),
+    ("onecycle_tail_pct", 1.0, r"onecycle_tail_pct must be in \[0, 1\); got 1.0"),
+    ("onecycle_tail_pct", 0.8, r"onecycle_pct \+ onecycle_tail_pct must be below 1 .* got 0.25 \+ 0.8"),
+    ("onecycle_tail_lr", 0.0, r"onecycle_tail_lr must be in \(0, 1\]; got 0.0"),
     ("plateau_patience", 0, "plateau_patience must be at least 1"),
     ("max_lr_drops", -1, "max_lr_drops must be at least 0"),
     ("max_minutes", -1.0, "max_minutes must be more than 0"),

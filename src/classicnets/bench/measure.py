@@ -234,10 +234,13 @@ def bench(settings: BenchSettings | None = None, *, progress: Callable[[str], No
 # --- ours: the trainer's parts and its loop ---------------------------------------------------------------
 
 def bench_config(s: BenchSettings) -> TrainConfig:
-    """What `classicnets train --recipe fast` would run for these settings, writing nothing."""
+    """What `classicnets train --recipe fast` would run for these settings, writing nothing. The net keeps
+    its own head (VGG's FC layers, not the recipe's GAP head), so that both sides of the comparison train
+    the same net."""
     s = s.resolved()
     return resolve_config(
-        recipe="fast", model=s.model, width=s.width, fc_width=s.fc_width, size=s.size, batch_size=s.batch,
+        recipe="fast", model=s.model, width=s.width, fc_width=s.fc_width, head=None, size=s.size,
+        batch_size=s.batch,
         precision=s.precision,
         channels_last=s.channels_last, compile=s.compile, data=s.data, data_dir=s.data_dir, device=s.device,
         threads=s.threads, progress="none", tensorboard="off", plots=False, checkpoint_seconds=1e9)

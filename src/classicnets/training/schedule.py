@@ -46,8 +46,14 @@ class LRSchedule:
             rise = max(1, round(c.onecycle_pct * self.total_steps))
             if t < rise:
                 return _cos_between(1 / ONECYCLE_DIV, 1.0, t / rise)
-            final = 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
-            return _cos_between(1.0, final, (t - rise) / max(1, self.total_steps - rise))
+            tail = round(c.onecycle_tail_pct * self.total_steps)
+            if not tail:
+                final = 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
+                return _cos_between(1.0, final, (t - rise) / max(1, self.total_steps - rise))
+            knee = max(rise + 1, self.total_steps - tail)  # the anneal gets at least one step
+            if t < knee:
+                return _cos_between(1.0, c.onecycle_tail_lr, (t - rise) / (knee - rise))
+            return c.onecycle_tail_lr * max(0, self.total_steps - t) / max(1, self.total_steps - knee)
         warmup_steps = c.warmup_epochs * self.steps_per_epoch
         warm = min(1.0, (t + 1) / warmup_steps) if warmup_steps > 0 else 1.0
         if c.schedule == "cosine":

@@ -42,6 +42,7 @@ from classicnets.training.config import (
     parse_random_resized_crop,
     parse_scale_jitter,
 )
+from classicnets.training.convgrad import SmallMapConvGrad
 from classicnets.training.distributed import Dist
 from classicnets.training.runtime import autocast_precision, pick_device
 from classicnets.training.schedule import LRSchedule
@@ -145,8 +146,13 @@ def build(config: TrainConfig, *, resume: dict[str, Any] | None = None, dist: Di
     precision, note = autocast_precision(c.precision, device)
     messages += [note] if note else []
     autocast_dtype = PRECISIONS[precision]
+    # oneDNN's weight gradient over small maps is slow (convgrad.py). Not under torch.compile (it picks its
+    # own kernels) or activation checkpointing (whose recomputation in backward would run without the mode).
+    forward_mode = (SmallMapConvGrad() if c.small_map_conv_grad and device.type == "cpu" and not c.compile
+                    and not c.activation_checkpointing else None)
     micro, accum = plan_batches(c, dist, resume, probe=lambda: TrainStep(
-        model, optimizer, loss_fn, autocast_dtype=autocast_dtype, memory_format=memory_format),
+        model, optimizer, loss_fn, autocast_dtype=autocast_dtype, memory_format=memory_format,
+        forward_mode=forward_mode),
         shape=(channels, size, size), num_classes=len(classes), device=device, baseline_rss=baseline_rss,
         messages=messages)
     common = {"seed": c.seed, "device": device, "rank": dist.rank, "world_size": dist.world_size}
@@ -174,7 +180,7 @@ def build(config: TrainConfig, *, resume: dict[str, Any] | None = None, dist: Di
         train_model = DistributedDataParallel(eval_model, device_ids=ids, gradient_as_bucket_view=True)
     step = TrainStep(train_model, optimizer, loss_fn, scaler=scaler, autocast_dtype=autocast_dtype,
                      accum_steps=accum, grad_clip=c.grad_clip, memory_format=memory_format, schedule=schedule,
-                     params=model.parameters())
+                     params=model.parameters(), forward_mode=forward_mode)
     return RunParts(
         config=c, dist=dist, device=device, train_set=sets[0], test_set=sets[1], classes=classes,
         in_channels=channels, size=size, mean=stats[0], std=stats[1], eval_resize=eval_resize, model=model,

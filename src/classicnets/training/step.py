@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.profiler import record_function
 
 from classicnets.metrics import logits_of
@@ -79,7 +80,8 @@ class TrainStep:
     """Forward and backward of one micro-batch per call; `update()` ends an optimizer step.
 
     `model` is the view to train (compiled and/or DDP-wrapped); `params` the parameters to clip (default:
-    the model's). The loss is divided by `accum_steps`, so `accum_steps` calls before one `update()` give
+    the model's). `forward_mode` (a torch function mode) is entered around each forward pass. The loss is
+    divided by `accum_steps`, so `accum_steps` calls before one `update()` give
     the gradient of one batch of that many micro-batches. `scaler` scales fp16 losses (None: no scaling).
     `schedule` (anything with a `step()`) is stepped after each optimizer step.
     """
@@ -88,8 +90,9 @@ class TrainStep:
                  scaler: torch.amp.GradScaler | None = None, autocast_dtype: torch.dtype | None = None,
                  accum_steps: int = 1, grad_clip: float | None = None,
                  memory_format: torch.memory_format = torch.contiguous_format, schedule=None,
-                 params: Iterable[nn.Parameter] | None = None):
+                 params: Iterable[nn.Parameter] | None = None, forward_mode: TorchFunctionMode | None = None):
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.forward_mode = forward_mode  # e.g. convgrad.SmallMapConvGrad(): entered around each forward
         self.scaler = scaler if scaler is not None else torch.amp.GradScaler("cpu", enabled=False)
         self.autocast_dtype, self.accum_steps, self.grad_clip = autocast_dtype, accum_steps, grad_clip
         self.memory_format, self.schedule = memory_format, schedule
@@ -102,7 +105,8 @@ class TrainStep:
         x = x.contiguous(memory_format=self.memory_format)
         no_sync = getattr(self.model, "no_sync", None)
         with nullcontext() if sync or no_sync is None else no_sync():
-            with record_function("step:forward"), autocast(x.device.type, self.autocast_dtype):
+            with record_function("step:forward"), autocast(x.device.type, self.autocast_dtype), \
+                    self.forward_mode or nullcontext():
                 loss, logits = self.loss_fn(self.model(x), y)
             with record_function("step:backward"):
                 self.scaler.scale(loss / self.accum_steps).backward()
