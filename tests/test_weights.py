@@ -500,7 +500,7 @@ def test_a_checkpoint_of_another_width_says_which_width_to_pass(gray_checkpoint)
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_a_trained_run_starts_a_net_for_other_classes(tmp_path):
-    result = classicnets.train(recipe="fast", model="vgg11_bn", width=0.125, epochs=1, limit_train=256,
+    result = classicnets.train(recipe="fast", model="vgg11_bn", head="fc", width=0.125, epochs=1, limit_train=256,
                                limit_test=64, batch_size=64, run_dir=str(tmp_path / "run"), progress="none",
                                plots=False, tensorboard="off", threads=1)
     saved = checkpoint.load(result.run_dir / "last.pt")
