@@ -1,12 +1,12 @@
 """A faster weight gradient for convolutions over small maps on a CPU.
 
-Why: oneDNN's weight gradient of a stride-1 convolution over maps of a few pixels takes 5-12x as long
-as its forward pass (bf16, channels_last, 2 cores: 2.7 ms against 0.4 ms for VGG-11 width 1/4's 2x2
+Why: oneDNN's weight gradient of a stride-1 convolution over maps of a few pixels takes ~6x as long as
+its forward pass (bf16, channels_last, 2 cores: 2.7 ms against 0.4 ms for VGG-11 width 1/4's 2x2
 block-5 convs at batch 256), while the same sums written as one more convolution (the input's
-channels as the batch, the output gradient as the filters) run at forward speed. For 32x32 inputs
-VGG's blocks 4 and 5 work on 4x4 and 2x2 maps: the fast recipe's whole step is ~13% faster with it
-(BENCHMARKS.md section 4, `benchmarks/bench_conv_grad.py`). On maps of 8x8 and more oneDNN is the
-faster one, so only small maps take this path; the input gradient stays oneDNN's.
+channels as the batch, the output gradient as the filters) run at about forward speed. For 32x32
+inputs VGG's blocks 4 and 5 work on 4x4 and 2x2 maps: the fast recipe's whole step is 9-13% faster with
+it, full-width VGG-11's 21% (BENCHMARKS.md section 4, `benchmarks/bench_conv_grad.py`). On maps of 8x8
+and more oneDNN is the faster one, so only small maps take this path; the input gradient stays oneDNN's.
 
     with SmallMapConvGrad():          # around the forward pass of a training step (TrainStep does this)
         loss = loss_fn(model(x), y)
