@@ -97,8 +97,8 @@ def make_layers(
 class Dropout(nn.Dropout):
     """`nn.Dropout` whose CPU mask costs a tenth: every net's dropout layer.
 
-    Why: torch's CPU dropout draws one Bernoulli sample per element; for the fast recipe's two classifier
-    dropouts (256 x 1024 values each) that was ~10% of a training step on 2 cores. Here each 64-bit
+    Why: torch's CPU dropout draws one Bernoulli sample per element; for VGG-11 width 1/4's two classifier
+    dropouts (256 x 1024 values each, the fast recipe's FC head until 2026-12-03) that was ~10% of a training step on 2 cores. Here each 64-bit
     random word gives four 16-bit draws, so an element is kept with probability 1 - p rounded to a
     multiple of 1/65536. Same module otherwise (state dict, repr, eval mode); on a GPU, under
     torch.compile / torch.export, and in TorchScript or torch.fx graphs, torch's own dropout runs.
