@@ -15,22 +15,23 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from classicnets.bench import cores_busy, machine_info, time_in_turns, train_steps, warm_up
+from classicnets.bench import (
+    BenchSettings,
+    cores_busy,
+    format_turns,
+    machine_info,
+    time_in_turns,
+    train_steps,
+    warm_up,
+)
+from classicnets.errors import ClassicNetsError
 from classicnets.training import build, resolve_config, torch_settings
-from classicnets.training.config import convert
 from classicnets.training.convgrad import MAX_PIXELS, weight_grad
 from classicnets.training.setup import PRECISIONS
-
-
-@dataclass
-class Turns:
-    seconds: float
-    steps: int | None = None
 
 
 def median_ms(fn, repeats: int = 30) -> float:
@@ -61,10 +62,20 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per side, in 5 turns each")
     p.add_argument("--threads", type=int, default=None, help="default: the trainer's")
     a = p.parse_args()
-    settings = {k: convert(k, v) for k, v in (item.split("=", 1) for item in a.set)}
+    if a.seconds <= 0:
+        p.error(f"--seconds must be more than 0, got {a.seconds:g}")
+    settings = {}
+    for item in a.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set wants KEY=VALUE, got {item!r}")
+        settings[key.strip()] = value.strip()
     settings.update(progress="none", tensorboard="off", plots=False, limit_train=4096, limit_test=256)
-
-    runs = [build(resolve_config(recipe="fast", small_map_conv_grad=on, **settings)) for on in (False, True)]
+    try:
+        configs = [resolve_config(settings, recipe="fast", small_map_conv_grad=on) for on in (False, True)]
+        runs = [build(c) for c in configs]
+    except ClassicNetsError as e:
+        p.error(str(e))
     native, ours = runs
     c, device = ours.config, ours.device
     dtype = PRECISIONS[ours.precision] or torch.float32
@@ -97,14 +108,11 @@ def main() -> None:
         steps = {name: train_steps(run) for name, run in (("oneDNN's", native), ("ours", ours))}
         for it in steps.values():
             warm_up(it, 3, device)
-        ours_timing, native_timing, ratios = time_in_turns(steps["ours"], steps["oneDNN's"], Turns(a.seconds),
-                                                           device)
+        ours_timing, native_timing, ratios = time_in_turns(steps["ours"], steps["oneDNN's"],
+                                                           BenchSettings(seconds=a.seconds), device)
     print(f"\nwhole training step, {a.seconds:g} s per side in alternating turns:")
-    for name, timing in (("oneDNN's weight grads", native_timing), ("ours on small maps", ours_timing)):
-        print(f"  {name:22s} {timing.images_per_sec:7.0f} images/s ({timing.steps} steps)")
-    ratios.sort()
-    print(f"  ours / oneDNN's: {ours_timing.images_per_sec / native_timing.images_per_sec:.3f}x overall; "
-          f"per turn min {ratios[0]:.3f}, median {statistics.median(ratios):.3f}, max {ratios[-1]:.3f}")
+    print(format_turns(("ours on small maps", ours_timing), ("oneDNN's weight grads", native_timing), ratios,
+                       "ours / oneDNN's"))
 
 
 if __name__ == "__main__":

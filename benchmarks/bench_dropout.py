@@ -22,6 +22,7 @@ from torch import nn
 from classicnets.bench import (
     BenchSettings,
     cores_busy,
+    format_turns,
     machine_info,
     prepared,
     time_in_turns,
@@ -80,11 +81,8 @@ def main() -> None:
         ours_timing, theirs_timing, ratios = time_in_turns(ours, theirs, s, device)
     print(f"\nfast recipe's training step, vgg11_bn w1/4 32x32 bf16 channels_last, batch {a.batch}, "
           f"{a.seconds:g} s per side in alternating turns:")
-    for name, timing in (("torch nn.Dropout", theirs_timing), ("classicnets Dropout", ours_timing)):
-        print(f"  {name:20s} {timing.images_per_sec:7.0f} images/s ({timing.steps} steps)")
-    ratios.sort()
-    print(f"  ours / torch's: {ours_timing.images_per_sec / theirs_timing.images_per_sec:.3f}x overall; "
-          f"per turn min {ratios[0]:.3f}, median {statistics.median(ratios):.3f}, max {ratios[-1]:.3f}")
+    print(format_turns(("classicnets Dropout", ours_timing), ("torch nn.Dropout", theirs_timing), ratios,
+                       "ours / torch's"))
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,16 @@ import json
 import pytest
 import torch
 
-from classicnets.bench import BenchSettings, PILImages, bench, format_report, matmul_peak, tutorial_model_name
+from classicnets.bench import (
+    BenchSettings,
+    PILImages,
+    Timing,
+    bench,
+    format_report,
+    format_turns,
+    matmul_peak,
+    tutorial_model_name,
+)
 from classicnets.cli import main
 from classicnets.inspect import summary
 from classicnets.models import create_model
@@ -65,6 +74,14 @@ def test_the_report_shows_each_figure_and_the_ratio(tiny_result):
     for label in labels:
         assert label in text
     assert f"{tiny_result.speedup:.2f}x" in text
+
+
+def test_format_turns_lists_both_sides_then_the_overall_ratio_and_its_spread():
+    ours, theirs = Timing(steps=10, images=3000, seconds=1.0, cpu_seconds=2.0), Timing(10, 2000, 1.0, 2.0)
+    lines = format_turns(("ours", ours), ("theirs", theirs), [1.6, 1.4, 1.5], "ours / theirs").splitlines()
+    assert lines[0].split() == ["theirs", "2000", "images/s", "(10", "steps)"]
+    assert lines[1].split()[:2] == ["ours", "3000"]
+    assert lines[2] == "  ours / theirs: 1.500x overall; per turn min 1.400, median 1.500, max 1.600"
 
 
 @pytest.mark.slow

@@ -83,3 +83,23 @@ def _refused(args: list[str], says: str) -> None:
     proc = subprocess.run([sys.executable, "benchmarks/time_to_accuracy.py", "--jobs", "main,former", *args],
                           cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_bench_conv_grad_times_each_conv_and_the_step_both_ways():
+    proc = subprocess.run([sys.executable, "benchmarks/bench_conv_grad.py", "--seconds", "0.5", "--threads", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    convs = [line for line in proc.stdout.splitlines() if " on " in line and " / " in line]
+    assert len(convs) == 8  # VGG-11's eight convs, each with both timings
+    assert "ours / oneDNN's:" in proc.stdout and "per turn min" in proc.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--set", "bogus=3"], "unknown config key 'bogus'"), (["--set", "epochs"], "--set wants KEY=VALUE"),
+    (["--set", "epochs=x"], "epochs must be an integer"), (["--seconds", "0"], "--seconds must be more than 0")])
+def test_bench_conv_grad_refuses_bad_options_in_one_line_with_exit_2(args, says):
+    proc = subprocess.run([sys.executable, "benchmarks/bench_conv_grad.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr

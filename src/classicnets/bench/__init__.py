@@ -19,7 +19,7 @@ _LAZY = {
     "TutorialLoop": "baseline", "tutorial_model_name": "baseline",
     "DTYPES": "measure", "BenchResult": "measure", "bench": "measure", "bench_config": "measure",
     "prepared": "measure", "time_eval": "measure", "train_steps": "measure",
-    "cores_busy": "report", "format_report": "report", "machine_info": "report",
+    "cores_busy": "report", "format_report": "report", "format_turns": "report", "machine_info": "report",
     "Timing": "timing", "faster_threads": "timing", "macs_per_image": "timing", "matmul_peak": "timing", "sync": "timing",
     "time_in_turns": "timing", "warm_up": "timing",
 }
@@ -33,7 +33,8 @@ def __getattr__(name):
 
 __all__ = [
     "DTYPES", "PRECISIONS", "TUTORIAL_LR", "TUTORIAL_WORKERS", "BenchResult", "BenchSettings", "PILImages",
-    "Timing", "TutorialLoop", "bench", "bench_config", "cores_busy", "faster_threads", "format_report", "machine_info",
+    "Timing", "TutorialLoop", "bench", "bench_config", "cores_busy", "faster_threads", "format_report", "format_turns",
+    "machine_info",
     "macs_per_image", "matmul_peak", "prepared", "sync", "time_eval", "time_in_turns", "train_steps",
     "tutorial_model_name", "warm_up",
 ]

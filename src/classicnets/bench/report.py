@@ -146,3 +146,15 @@ def format_report(result) -> str:
     workers = "; the tutorials': main process only, not its workers" if tut and m["device"] == "cpu" else ""
     lines.append(f"memory: {d['memory_measure']}{workers}")
     return "\n".join(lines)
+
+
+def format_turns(ours: tuple[str, Any], theirs: tuple[str, Any], ratios: list[float], ratio_name: str) -> str:
+    """Two (name, Timing) sides measured by `time_in_turns`, a line each, then ours/theirs overall and the
+    spread of the per-turn ratios: what the A/B scripts in benchmarks/ print."""
+    width = max(len(ours[0]), len(theirs[0]))
+    lines = [f"  {name:{width}s} {timing.images_per_sec:7.0f} images/s ({timing.steps} steps)"
+             for name, timing in (theirs, ours)]
+    ratios = sorted(ratios)
+    lines.append(f"  {ratio_name}: {ours[1].images_per_sec / theirs[1].images_per_sec:.3f}x overall; per turn min "
+                 f"{ratios[0]:.3f}, median {statistics.median(ratios):.3f}, max {ratios[-1]:.3f}")
+    return "\n".join(lines)

@@ -83,8 +83,8 @@ class SmallMapConvGrad(TorchFunctionMode):
         if func is F.conv2d:
             a = _conv_args(args, kwargs)
             x, weight, bias = a["input"], a["weight"], a["bias"]
-            if self._qualifies(x, weight, a):
-                dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+            dtype = self._qualifying_dtype(x, weight, a)
+            if dtype is not None:
                 x, weight = x.to(dtype), weight.to(dtype)
                 bias = bias.to(dtype) if bias is not None else None
                 with torch.autocast("cpu", enabled=False):
@@ -92,13 +92,14 @@ class SmallMapConvGrad(TorchFunctionMode):
         return func(*args, **kwargs)
 
     @staticmethod
-    def _qualifies(x, weight, a) -> bool:
+    def _qualifying_dtype(x, weight, a) -> torch.dtype | None:
+        """The dtype the conv computes in (autocast's, else the input's) if it takes our path, else None."""
         if not (torch.is_grad_enabled() and isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
                 and x.device.type == "cpu" and x.dim() == 4 and weight.requires_grad):
-            return False
+            return None
         if a["groups"] != 1 or _pair(a["stride"]) != (1, 1) or _pair(a["dilation"]) != (1, 1):
-            return False
+            return None
         if isinstance(a["padding"], str):
-            return False
+            return None
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-        return x.shape[2] * x.shape[3] <= MAX_PIXELS.get(dtype, 0)
+        return dtype if x.shape[2] * x.shape[3] <= MAX_PIXELS.get(dtype, 0) else None
